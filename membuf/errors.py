@@ -1,0 +1,59 @@
+"""The exceptions membuf raises (DESIGN.md section 7).
+
+Every error subclasses :class:`MembufError` and also the builtin a caller would
+naturally catch (``EOFError``, ``ValueError``, ``MemoryError``), so code that
+knows nothing about membuf still handles it sensibly. Messages say what was
+asked, what was there and what to do.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MembufError",
+    "NeedMore",
+    "IncompleteReadError",
+    "MalformedError",
+    "FreeError",
+    "MemoryLimitError",
+]
+
+
+class MembufError(Exception):
+    """Base class of every membuf error."""
+
+
+class NeedMore(MembufError, EOFError):
+    """A read needs more bytes than are buffered; nothing was consumed.
+
+    ``needed`` is how many more bytes the read needs (at least 1), so a
+    parser can wait for that much and simply retry.
+    """
+
+    def __init__(self, message: str, needed: int = 1) -> None:
+        super().__init__(message)
+        self.needed = needed
+
+
+class IncompleteReadError(NeedMore):
+    """The stream ended in the middle of a read.
+
+    ``partial`` is how many bytes of the read had arrived; ``expected`` is
+    the size of the read when it is known (``None`` for delimiter reads).
+    """
+
+    def __init__(self, message: str, partial: int, expected: int | None = None) -> None:
+        super().__init__(message, needed=max(1, (expected or 0) - partial))
+        self.partial = partial
+        self.expected = expected
+
+
+class MalformedError(MembufError, ValueError):
+    """Input that can never parse: over-long LEB128, a frame over max_frame, a bad n."""
+
+
+class FreeError(MembufError, ValueError):
+    """A free that would corrupt the allocator: double, overlapping, foreign or strided."""
+
+
+class MemoryLimitError(MembufError, MemoryError):
+    """The allocator cannot reserve more native memory (``max_bytes`` or the OS said no)."""

@@ -1,0 +1,77 @@
+/* membuf allocator: arenas of mmap'd memory, partial free of any range.
+ * See alloc.c for the strategy. Every mb_alloc_* call takes the allocator's lock. */
+#ifndef MEMBUF_ALLOC_H
+#define MEMBUF_ALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct mb_alloc mb_alloc;
+
+/* Results: >= 0 success, < 0 one of these. */
+#define MB_ENOMEM   (-1)   /* the OS refused memory (mmap or bookkeeping) */
+#define MB_ELIMIT   (-2)   /* growing would pass max_bytes, or the request is too large */
+#define MB_EFOREIGN (-3)   /* the range is not inside one arena of this allocator */
+#define MB_EDOUBLE  (-4)   /* the range overlaps free memory (double or overlapping free) */
+#define MB_EINVAL   (-5)   /* bad argument (zero length, bad option) */
+
+#define MB_FIRST_FIT 0
+#define MB_BEST_FIT  1
+
+/* mb_alloc_malloc returns (arena id << MB_ID_SHIFT) | offset in that arena. */
+#define MB_ID_SHIFT 40
+
+/* Every counter once; the cdef's struct and Python's AllocatorStats mirror this list
+ * (a test checks that they agree). */
+#define MB_STATS(X) \
+    X(reserved)     \
+    X(in_use)       \
+    X(peak_in_use)  \
+    X(free)         \
+    X(largest_free) \
+    X(arenas)       \
+    X(mallocs)      \
+    X(frees)        \
+    X(failed)
+
+typedef struct mb_stats {
+#define MB_STATS_FIELD(name) uint64_t name;
+    MB_STATS(MB_STATS_FIELD)
+#undef MB_STATS_FIELD
+} mb_stats;
+
+/* What the last failed free found, for the error message. */
+typedef struct mb_free_report {
+    uint64_t addr, len;         /* the range asked for */
+    uint64_t arena_id;          /* its arena, when it has one */
+    uint64_t arena_base, arena_size;
+    uint64_t free_start, free_len;   /* a free range it overlaps (MB_EDOUBLE) */
+    int64_t batch_index;        /* which item of a batch failed, else -1 */
+} mb_free_report;
+
+mb_alloc *mb_alloc_new(size_t arena_size, size_t max_arena_size, size_t max_bytes,
+                       int strategy, int hugepages, uint32_t seed);
+void mb_alloc_delete(mb_alloc *a);
+
+int64_t mb_alloc_malloc(mb_alloc *a, size_t n);
+/* Returns how many arenas the free released (>= 0), or an error. */
+int mb_alloc_free(mb_alloc *a, const void *p, size_t n);
+/* pairs = addr0, len0, addr1, len1, ...; all or nothing. */
+int mb_alloc_free_batch(mb_alloc *a, const uint64_t *pairs, size_t count);
+/* 1 when every byte of [p, p+n) is allocated from this allocator, else 0. */
+int mb_alloc_owns(mb_alloc *a, const void *p, size_t n);
+void mb_alloc_stats(mb_alloc *a, mb_stats *out);
+int mb_alloc_trim(mb_alloc *a);
+void mb_alloc_reset(mb_alloc *a);
+/* Scratch memory of at least n bytes, not counted, reused by the next borrow. NULL if no memory. */
+void *mb_alloc_borrow(mb_alloc *a, size_t n, size_t *capacity);
+void mb_alloc_last_free_report(mb_alloc *a, mb_free_report *out);
+
+/* The arena table, for the Python side's one-view-per-arena cache. */
+size_t mb_alloc_arena_count(mb_alloc *a);
+int mb_alloc_arena_info(mb_alloc *a, size_t i, uint64_t *id, uint64_t *base, uint64_t *size);
+
+/* Check every invariant of the allocator and its index; 0 when sound. */
+int mb_alloc_check(mb_alloc *a);
+
+#endif

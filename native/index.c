@@ -1,0 +1,459 @@
+/* Free-range index.
+ *
+ * Strategy. The allocator records only free ranges. They live in a treap keyed
+ * by start address; each node also knows the largest free length in its
+ * subtree (maxlen), so "lowest address with len >= n" is one descent that only
+ * enters subtrees whose maxlen says a fit is there: no false failures, and
+ * O(log n) expected depth whatever the free pattern, because priorities are
+ * random (an adversary cannot unbalance it through addresses).
+ *
+ *                 [start,len | maxlen]
+ *                 /                  \
+ *     lower addresses             higher addresses
+ *
+ * Best-fit also threads the same nodes through a second treap ordered by
+ * (len, start), sharing the priority; it is kept only when by_size is set, so
+ * first-fit pays nothing for it.
+ *
+ * Nodes come from one pool addressed by 32-bit numbers (node 0 is nil, with
+ * maxlen 0), so growing the pool with realloc never leaves a dangling link.
+ * The pool only grows before a tree operation, never during one.
+ *
+ * Invariants (mb_index_check): both trees are search trees and heaps on prio;
+ * maxlen is exact; ranges do not overlap; both trees hold the same count nodes.
+ * Merging neighbours is the allocator's business (it knows arena edges).
+ */
+#include "index.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define N(i) (ix->n[(i)])
+
+static inline size_t max3(size_t a, size_t b, size_t c)
+{
+    size_t m = a > b ? a : b;
+    return m > c ? m : c;
+}
+
+static inline void update(mb_index *ix, uint32_t t)
+{
+    N(t).maxlen = max3(N(t).len, N(N(t).l).maxlen, N(N(t).r).maxlen);
+}
+
+static uint32_t next_prio(mb_index *ix)
+{
+    uint32_t x = ix->rng;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    ix->rng = x;
+    return x;
+}
+
+int mb_index_init(mb_index *ix, int by_size, uint32_t seed)
+{
+    memset(ix, 0, sizeof *ix);
+    ix->cap = 64;
+    ix->n = calloc(ix->cap, sizeof(mb_node));
+    if (!ix->n)
+        return -1;
+    for (uint32_t i = 1; i + 1 < ix->cap; i++)
+        ix->n[i].l = i + 1;
+    ix->spare = 1;
+    ix->by_size = by_size;
+    ix->rng = seed ? seed : 0x9e3779b9u;
+    return 0;
+}
+
+void mb_index_destroy(mb_index *ix)
+{
+    free(ix->n);
+    ix->n = NULL;
+}
+
+void mb_index_clear(mb_index *ix)
+{
+    memset(ix->n, 0, (size_t)ix->cap * sizeof(mb_node));
+    for (uint32_t i = 1; i + 1 < ix->cap; i++)
+        ix->n[i].l = i + 1;
+    ix->spare = 1;
+    ix->root = ix->sroot = ix->count = 0;
+}
+
+static uint32_t node_new(mb_index *ix)
+{
+    if (!ix->spare) {
+        uint32_t old = ix->cap;
+        if (old > UINT32_MAX / 2)
+            return 0;
+        mb_node *grown = realloc(ix->n, (size_t)old * 2 * sizeof(mb_node));
+        if (!grown)
+            return 0;
+        memset(grown + old, 0, (size_t)old * sizeof(mb_node));
+        for (uint32_t i = old; i + 1 < old * 2; i++)
+            grown[i].l = i + 1;
+        ix->n = grown;
+        ix->cap = old * 2;
+        ix->spare = old;
+    }
+    uint32_t t = ix->spare;
+    ix->spare = N(t).l;
+    memset(&N(t), 0, sizeof(mb_node));
+    N(t).prio = next_prio(ix);
+    return t;
+}
+
+static void node_release(mb_index *ix, uint32_t t)
+{
+    memset(&N(t), 0, sizeof(mb_node));
+    N(t).l = ix->spare;
+    ix->spare = t;
+}
+
+/* ---- address tree ------------------------------------------------------ */
+
+static uint32_t rot_right(mb_index *ix, uint32_t t)
+{
+    uint32_t l = N(t).l;
+    N(t).l = N(l).r;
+    N(l).r = t;
+    update(ix, t);
+    update(ix, l);
+    return l;
+}
+
+static uint32_t rot_left(mb_index *ix, uint32_t t)
+{
+    uint32_t r = N(t).r;
+    N(t).r = N(r).l;
+    N(r).l = t;
+    update(ix, t);
+    update(ix, r);
+    return r;
+}
+
+static uint32_t a_insert(mb_index *ix, uint32_t t, uint32_t x)
+{
+    if (!t)
+        return x;
+    if (N(x).start < N(t).start) {
+        N(t).l = a_insert(ix, N(t).l, x);
+        if (N(N(t).l).prio > N(t).prio)
+            return rot_right(ix, t);
+    } else {
+        N(t).r = a_insert(ix, N(t).r, x);
+        if (N(N(t).r).prio > N(t).prio)
+            return rot_left(ix, t);
+    }
+    update(ix, t);
+    return t;
+}
+
+static uint32_t a_merge(mb_index *ix, uint32_t a, uint32_t b)
+{
+    if (!a)
+        return b;
+    if (!b)
+        return a;
+    if (N(a).prio > N(b).prio) {
+        N(a).r = a_merge(ix, N(a).r, b);
+        update(ix, a);
+        return a;
+    }
+    N(b).l = a_merge(ix, a, N(b).l);
+    update(ix, b);
+    return b;
+}
+
+/* Unlink the node starting at key; *out receives its number. */
+static uint32_t a_remove(mb_index *ix, uint32_t t, uintptr_t key, uint32_t *out)
+{
+    if (!t)
+        return 0;
+    if (key < N(t).start) {
+        N(t).l = a_remove(ix, N(t).l, key, out);
+    } else if (key > N(t).start) {
+        N(t).r = a_remove(ix, N(t).r, key, out);
+    } else {
+        *out = t;
+        return a_merge(ix, N(t).l, N(t).r);
+    }
+    update(ix, t);
+    return t;
+}
+
+/* Re-derive maxlen along the path to key after a change of len at that node. */
+static void a_touch(mb_index *ix, uint32_t t, uintptr_t key)
+{
+    if (!t)
+        return;
+    if (key < N(t).start)
+        a_touch(ix, N(t).l, key);
+    else if (key > N(t).start)
+        a_touch(ix, N(t).r, key);
+    update(ix, t);
+}
+
+/* ---- size tree: (len, start) order ------------------------------------- */
+
+static inline int s_less(const mb_index *ix, uint32_t a, uint32_t b)
+{
+    return N(a).len < N(b).len || (N(a).len == N(b).len && N(a).start < N(b).start);
+}
+
+static uint32_t s_insert(mb_index *ix, uint32_t t, uint32_t x)
+{
+    if (!t)
+        return x;
+    if (s_less(ix, x, t)) {
+        N(t).sl = s_insert(ix, N(t).sl, x);
+        if (N(N(t).sl).prio > N(t).prio) {
+            uint32_t l = N(t).sl;
+            N(t).sl = N(l).sr;
+            N(l).sr = t;
+            return l;
+        }
+    } else {
+        N(t).sr = s_insert(ix, N(t).sr, x);
+        if (N(N(t).sr).prio > N(t).prio) {
+            uint32_t r = N(t).sr;
+            N(t).sr = N(r).sl;
+            N(r).sl = t;
+            return r;
+        }
+    }
+    return t;
+}
+
+static uint32_t s_merge(mb_index *ix, uint32_t a, uint32_t b)
+{
+    if (!a)
+        return b;
+    if (!b)
+        return a;
+    if (N(a).prio > N(b).prio) {
+        N(a).sr = s_merge(ix, N(a).sr, b);
+        return a;
+    }
+    N(b).sl = s_merge(ix, a, N(b).sl);
+    return b;
+}
+
+/* Unlink node x (its len/start still as they were when it was inserted). */
+static uint32_t s_remove(mb_index *ix, uint32_t t, uint32_t x)
+{
+    if (!t)
+        return 0;
+    if (t == x)
+        return s_merge(ix, N(t).sl, N(t).sr);
+    if (s_less(ix, x, t))
+        N(t).sl = s_remove(ix, N(t).sl, x);
+    else
+        N(t).sr = s_remove(ix, N(t).sr, x);
+    return t;
+}
+
+/* ---- public operations ------------------------------------------------- */
+
+int mb_index_insert(mb_index *ix, uintptr_t start, size_t len)
+{
+    uint32_t x = node_new(ix);
+    if (!x)
+        return -1;
+    N(x).start = start;
+    N(x).len = N(x).maxlen = len;
+    ix->root = a_insert(ix, ix->root, x);
+    if (ix->by_size)
+        ix->sroot = s_insert(ix, ix->sroot, x);
+    ix->count++;
+    return 0;
+}
+
+void mb_index_remove(mb_index *ix, uintptr_t start)
+{
+    uint32_t x = 0;
+    ix->root = a_remove(ix, ix->root, start, &x);
+    if (!x)
+        return;
+    if (ix->by_size)
+        ix->sroot = s_remove(ix, ix->sroot, x);
+    node_release(ix, x);
+    ix->count--;
+}
+
+static uint32_t a_find(const mb_index *ix, uintptr_t key)
+{
+    uint32_t t = ix->root;
+    while (t && N(t).start != key)
+        t = key < N(t).start ? N(t).l : N(t).r;
+    return t;
+}
+
+void mb_index_resize(mb_index *ix, uintptr_t old_start, uintptr_t new_start, size_t new_len)
+{
+    uint32_t x = a_find(ix, old_start);
+    if (!x)
+        return;
+    if (ix->by_size)
+        ix->sroot = s_remove(ix, ix->sroot, x);
+    N(x).start = new_start;
+    N(x).len = new_len;
+    a_touch(ix, ix->root, new_start);
+    if (ix->by_size) {
+        N(x).sl = N(x).sr = 0;
+        ix->sroot = s_insert(ix, ix->sroot, x);
+    }
+}
+
+void mb_index_neighbours(const mb_index *ix, uintptr_t key, uint32_t *pred, uint32_t *succ)
+{
+    uint32_t p = 0, s = 0, t = ix->root;
+    while (t) {
+        if (N(t).start <= key) {
+            p = t;
+            t = N(t).r;
+        } else {
+            s = t;
+            t = N(t).l;
+        }
+    }
+    *pred = p;
+    *succ = s;
+}
+
+/* Descend to the leftmost node with len >= n (maxlen guides), carve the front. */
+static uint32_t a_take(mb_index *ix, uint32_t t, size_t n, uintptr_t *out, uint32_t *gone)
+{
+    uint32_t l = N(t).l;
+    if (N(l).maxlen >= n) {
+        N(t).l = a_take(ix, l, n, out, gone);
+    } else if (N(t).len >= n) {
+        *out = N(t).start;
+        if (N(t).len == n) {
+            *gone = t;
+            return a_merge(ix, N(t).l, N(t).r);
+        }
+        N(t).start += n;
+        N(t).len -= n;
+    } else {
+        N(t).r = a_take(ix, N(t).r, n, out, gone);
+    }
+    update(ix, t);
+    return t;
+}
+
+uintptr_t mb_index_take_first_fit(mb_index *ix, size_t n)
+{
+    if (N(ix->root).maxlen < n || n == 0)
+        return 0;
+    uintptr_t start = 0;
+    uint32_t gone = 0;
+    if (ix->by_size) {
+        /* keep the size tree consistent: find the node first, then carve through resize */
+        uint32_t t = ix->root;
+        for (;;) {
+            if (N(N(t).l).maxlen >= n)
+                t = N(t).l;
+            else if (N(t).len >= n)
+                break;
+            else
+                t = N(t).r;
+        }
+        start = N(t).start;
+        if (N(t).len == n)
+            mb_index_remove(ix, start);
+        else
+            mb_index_resize(ix, start, start + n, N(t).len - n);
+        return start;
+    }
+    ix->root = a_take(ix, ix->root, n, &start, &gone);
+    if (gone) {
+        node_release(ix, gone);
+        ix->count--;
+    }
+    return start;
+}
+
+uintptr_t mb_index_take_best_fit(mb_index *ix, size_t n)
+{
+    if (!ix->by_size)
+        return mb_index_take_first_fit(ix, n);
+    if (N(ix->root).maxlen < n || n == 0)
+        return 0;
+    uint32_t t = ix->sroot, best = 0;
+    while (t) {
+        if (N(t).len >= n) {
+            best = t;
+            t = N(t).sl;
+        } else {
+            t = N(t).sr;
+        }
+    }
+    uintptr_t start = N(best).start;
+    if (N(best).len == n)
+        mb_index_remove(ix, start);
+    else
+        mb_index_resize(ix, start, start + n, N(best).len - n);
+    return start;
+}
+
+/* ---- invariant checks --------------------------------------------------- */
+
+static int check_a(const mb_index *ix, uint32_t t, uintptr_t lo, uintptr_t hi, uint32_t *count)
+{
+    if (!t)
+        return 0;
+    const mb_node *x = &N(t);
+    if (x->len == 0)
+        return 1;                                   /* empty range recorded */
+    if (x->start < lo || x->start + x->len > hi || x->start + x->len < x->start)
+        return 2;                                   /* order or overlap broken */
+    if (x->l && N(x->l).prio > x->prio)
+        return 3;                                   /* heap broken */
+    if (x->r && N(x->r).prio > x->prio)
+        return 3;
+    if (x->maxlen != max3(x->len, N(x->l).maxlen, N(x->r).maxlen))
+        return 4;                                   /* augmentation stale */
+    (*count)++;
+    int e = check_a(ix, x->l, lo, x->start, count);
+    return e ? e : check_a(ix, x->r, x->start + x->len, hi, count);
+}
+
+static int check_s(const mb_index *ix, uint32_t t, uint32_t lo, uint32_t hi, uint32_t *count)
+{
+    if (!t)
+        return 0;
+    if (lo && !s_less(ix, lo, t))
+        return 5;                                   /* size order broken */
+    if (hi && !s_less(ix, t, hi))
+        return 5;
+    if ((N(t).sl && N(N(t).sl).prio > N(t).prio) || (N(t).sr && N(N(t).sr).prio > N(t).prio))
+        return 6;
+    if (a_find(ix, N(t).start) != t)
+        return 7;                                   /* node missing from the address tree */
+    (*count)++;
+    int e = check_s(ix, N(t).sl, lo, t, count);
+    return e ? e : check_s(ix, N(t).sr, t, hi, count);
+}
+
+int mb_index_check(const mb_index *ix)
+{
+    if (ix->n[0].maxlen || ix->n[0].len)
+        return 8;                                   /* nil node written */
+    uint32_t count = 0;
+    int e = check_a(ix, ix->root, 0, UINTPTR_MAX, &count);
+    if (e)
+        return e;
+    if (count != ix->count)
+        return 9;
+    if (ix->by_size) {
+        count = 0;
+        e = check_s(ix, ix->sroot, 0, 0, &count);
+        if (e)
+            return e;
+        if (count != ix->count)
+            return 10;
+    }
+    return 0;
+}

@@ -1,0 +1,9 @@
+/* membuf native core: one header per concern, included together here.
+ * This is what the cffi extension and the C tests include. */
+#ifndef MEMBUF_H
+#define MEMBUF_H
+
+#include "alloc.h"
+#include "scan.h"
+
+#endif
