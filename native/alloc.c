@@ -22,7 +22,7 @@
  * are unmapped at once and at most one regular empty arena (the largest) is
  * kept as a spare against map/unmap thrash.
  *
- * Every entry point takes the allocator's mutex: cffi releases the GIL around
+ * Every entry point takes the allocator's lock (lock.h): cffi releases the GIL around
  * native calls, so two Python threads can be in here at once.
  *
  * Not handled here: debug poisoning, quarantine and leak tracking (Python
@@ -31,11 +31,11 @@
  */
 #include "alloc.h"
 
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "index.h"
+#include "lock.h"
 #include "os.h"
 
 #define MAX_ID ((UINT64_C(1) << (63 - MB_ID_SHIFT)) - 1)
@@ -50,7 +50,7 @@ typedef struct arena {
 } arena;
 
 struct mb_alloc {
-    pthread_mutex_t lock;
+    mb_lock lock;
     mb_index ix;
     arena *arenas;      /* sorted by base */
     size_t narenas, cap;
@@ -200,7 +200,6 @@ mb_alloc *mb_alloc_new(size_t arena_size, size_t max_arena_size, size_t max_byte
         free(a);
         return NULL;
     }
-    pthread_mutex_init(&a->lock, NULL);
     size_t page = mb_os_page_size();
     a->arena_size = round_up(arena_size, page);
     a->max_arena_size = max_arena_size < a->arena_size ? a->arena_size : max_arena_size;
@@ -222,7 +221,6 @@ void mb_alloc_delete(mb_alloc *a)
     free(a->arenas);
     free(a->scratch);
     mb_index_destroy(&a->ix);
-    pthread_mutex_destroy(&a->lock);
     free(a);
 }
 
@@ -234,12 +232,9 @@ static uintptr_t take(mb_alloc *a, size_t n)
                                       : mb_index_take_first_fit(&a->ix, n);
 }
 
-int64_t mb_alloc_malloc(mb_alloc *a, size_t n)
+/* Carve n bytes, growing when nothing fits; the caller holds the lock. */
+static uintptr_t malloc_locked(mb_alloc *a, size_t n, arena **where, int *err)
 {
-    if (n == 0)
-        return MB_EINVAL;
-    pthread_mutex_lock(&a->lock);
-    int64_t r;
     uintptr_t s = n > MAX_REQUEST ? 0 : take(a, n);
     if (!s) {
         int g = n > MAX_REQUEST ? MB_ELIMIT : grow(a, n);
@@ -247,8 +242,8 @@ int64_t mb_alloc_malloc(mb_alloc *a, size_t n)
             s = take(a, n);
         if (!s) {
             a->failed++;
-            r = g ? g : MB_ENOMEM;
-            goto out;
+            *err = g ? g : MB_ENOMEM;
+            return 0;
         }
     }
     arena *ar = &a->arenas[find_arena(a, s)];
@@ -257,10 +252,33 @@ int64_t mb_alloc_malloc(mb_alloc *a, size_t n)
     if (a->in_use > a->peak_in_use)
         a->peak_in_use = a->in_use;
     a->mallocs++;
-    r = (int64_t)((ar->id << MB_ID_SHIFT) | (uint64_t)(s - ar->base));
-out:
-    pthread_mutex_unlock(&a->lock);
+    *where = ar;
+    return s;
+}
+
+int64_t mb_alloc_malloc(mb_alloc *a, size_t n)
+{
+    if (n == 0)
+        return MB_EINVAL;
+    arena *ar = NULL;
+    int err = 0;
+    mb_lock_take(&a->lock);
+    uintptr_t s = malloc_locked(a, n, &ar, &err);
+    int64_t r = s ? (int64_t)((ar->id << MB_ID_SHIFT) | (uint64_t)(s - ar->base)) : err;
+    mb_lock_give(&a->lock);
     return r;
+}
+
+void *mb_alloc_malloc_ptr(mb_alloc *a, size_t n)
+{
+    if (n == 0)
+        return NULL;
+    arena *ar = NULL;
+    int err = 0;
+    mb_lock_take(&a->lock);
+    uintptr_t s = malloc_locked(a, n, &ar, &err);
+    mb_lock_give(&a->lock);
+    return (void *)s;
 }
 
 static int refuse(mb_alloc *a, int code, uintptr_t s, size_t n, long ai, uint32_t overlap)
@@ -302,14 +320,13 @@ static int free_one(mb_alloc *a, uintptr_t s, size_t n, long *arena_out)
     int left = p && pn->start + pn->len == s && s != ar->base;
     int right = q && qn->start == end && end != ar->base + ar->size;
     if (left && right) {
-        uintptr_t ps = pn->start;
         size_t merged = pn->len + n + qn->len;
-        mb_index_remove(&a->ix, qn->start);
-        mb_index_resize(&a->ix, ps, ps, merged);
+        mb_index_remove_node(&a->ix, q);
+        mb_index_set(&a->ix, p, a->ix.n[p].start, merged);
     } else if (left) {
-        mb_index_resize(&a->ix, pn->start, pn->start, pn->len + n);
+        mb_index_set(&a->ix, p, pn->start, pn->len + n);
     } else if (right) {
-        mb_index_resize(&a->ix, qn->start, s, qn->len + n);
+        mb_index_set(&a->ix, q, s, qn->len + n);
     } else if (mb_index_insert(&a->ix, s, n) < 0) {
         return refuse(a, MB_ENOMEM, s, n, ai, 0);
     }
@@ -341,18 +358,18 @@ int mb_alloc_free(mb_alloc *a, const void *p, size_t n)
 {
     if (n == 0)
         return 0;
-    pthread_mutex_lock(&a->lock);
+    mb_lock_take(&a->lock);
     long ai;
     int r = free_one(a, (uintptr_t)p, n, &ai);
     if (r == 0 && !a->arenas[ai].used)
         r = release_empties(a, 1);
-    pthread_mutex_unlock(&a->lock);
+    mb_lock_give(&a->lock);
     return r;
 }
 
 int mb_alloc_free_batch(mb_alloc *a, const uint64_t *pairs, size_t count)
 {
-    pthread_mutex_lock(&a->lock);
+    mb_lock_take(&a->lock);
     int r = 0, emptied = 0;
     size_t i;
     for (i = 0; i < count; i++) {
@@ -374,14 +391,14 @@ int mb_alloc_free_batch(mb_alloc *a, const uint64_t *pairs, size_t count)
     } else if (emptied) {
         r = release_empties(a, 1);
     }
-    pthread_mutex_unlock(&a->lock);
+    mb_lock_give(&a->lock);
     return r;
 }
 
 int mb_alloc_owns(mb_alloc *a, const void *p, size_t n)
 {
     uintptr_t s = (uintptr_t)p;
-    pthread_mutex_lock(&a->lock);
+    mb_lock_take(&a->lock);
     long ai = find_arena(a, s);
     int r = 0;
     if (ai >= 0 && n <= a->arenas[ai].size - (s - a->arenas[ai].base)) {
@@ -389,7 +406,7 @@ int mb_alloc_owns(mb_alloc *a, const void *p, size_t n)
         mb_index_neighbours(&a->ix, s, &pr, &q);
         r = (!pr || a->ix.n[pr].start + a->ix.n[pr].len <= s) && (!q || a->ix.n[q].start >= s + n);
     }
-    pthread_mutex_unlock(&a->lock);
+    mb_lock_give(&a->lock);
     return r;
 }
 
@@ -397,7 +414,7 @@ int mb_alloc_owns(mb_alloc *a, const void *p, size_t n)
 
 void mb_alloc_stats(mb_alloc *a, mb_stats *out)
 {
-    pthread_mutex_lock(&a->lock);
+    mb_lock_take(&a->lock);
     out->reserved = a->reserved;
     out->in_use = a->in_use;
     out->peak_in_use = a->peak_in_use;
@@ -407,32 +424,32 @@ void mb_alloc_stats(mb_alloc *a, mb_stats *out)
     out->mallocs = a->mallocs;
     out->frees = a->frees;
     out->failed = a->failed;
-    pthread_mutex_unlock(&a->lock);
+    mb_lock_give(&a->lock);
 }
 
 int mb_alloc_trim(mb_alloc *a)
 {
-    pthread_mutex_lock(&a->lock);
+    mb_lock_take(&a->lock);
     int r = release_empties(a, 0);
-    pthread_mutex_unlock(&a->lock);
+    mb_lock_give(&a->lock);
     return r;
 }
 
 void mb_alloc_reset(mb_alloc *a)
 {
-    pthread_mutex_lock(&a->lock);
+    mb_lock_take(&a->lock);
     for (size_t i = 0; i < a->narenas; i++)
         mb_os_unmap((void *)a->arenas[i].base, a->arenas[i].size);
     a->narenas = 0;
     a->reserved = a->in_use = 0;
     a->last_size = 0;
     mb_index_clear(&a->ix);
-    pthread_mutex_unlock(&a->lock);
+    mb_lock_give(&a->lock);
 }
 
 void *mb_alloc_borrow(mb_alloc *a, size_t n, size_t *capacity)
 {
-    pthread_mutex_lock(&a->lock);
+    mb_lock_take(&a->lock);
     if (n > a->scratch_cap || !a->scratch) {
         size_t cap = a->scratch_cap * 2 > n ? a->scratch_cap * 2 : n;
         void *p = malloc(cap ? cap : 1);
@@ -444,35 +461,35 @@ void *mb_alloc_borrow(mb_alloc *a, size_t n, size_t *capacity)
     }
     void *r = n <= a->scratch_cap ? a->scratch : NULL;
     *capacity = a->scratch_cap;
-    pthread_mutex_unlock(&a->lock);
+    mb_lock_give(&a->lock);
     return r;
 }
 
 void mb_alloc_last_free_report(mb_alloc *a, mb_free_report *out)
 {
-    pthread_mutex_lock(&a->lock);
+    mb_lock_take(&a->lock);
     *out = a->report;
-    pthread_mutex_unlock(&a->lock);
+    mb_lock_give(&a->lock);
 }
 
 size_t mb_alloc_arena_count(mb_alloc *a)
 {
-    pthread_mutex_lock(&a->lock);
+    mb_lock_take(&a->lock);
     size_t n = a->narenas;
-    pthread_mutex_unlock(&a->lock);
+    mb_lock_give(&a->lock);
     return n;
 }
 
 int mb_alloc_arena_info(mb_alloc *a, size_t i, uint64_t *id, uint64_t *base, uint64_t *size)
 {
-    pthread_mutex_lock(&a->lock);
+    mb_lock_take(&a->lock);
     int r = i < a->narenas ? 0 : MB_EINVAL;
     if (!r) {
         *id = a->arenas[i].id;
         *base = a->arenas[i].base;
         *size = a->arenas[i].size;
     }
-    pthread_mutex_unlock(&a->lock);
+    mb_lock_give(&a->lock);
     return r;
 }
 
@@ -507,7 +524,7 @@ static void walk_ranges(walk *w, uint32_t t)
 
 int mb_alloc_check(mb_alloc *a)
 {
-    pthread_mutex_lock(&a->lock);
+    mb_lock_take(&a->lock);
     int e = mb_index_check(&a->ix);
     size_t *free_in = calloc(a->narenas + 1, sizeof(size_t));
     if (!e && !free_in)
@@ -538,6 +555,6 @@ int mb_alloc_check(mb_alloc *a)
     if (!e && a->max_bytes && a->reserved > a->max_bytes)
         e = 107;
     free(free_in);
-    pthread_mutex_unlock(&a->lock);
+    mb_lock_give(&a->lock);
     return e;
 }

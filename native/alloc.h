@@ -54,6 +54,8 @@ mb_alloc *mb_alloc_new(size_t arena_size, size_t max_arena_size, size_t max_byte
 void mb_alloc_delete(mb_alloc *a);
 
 int64_t mb_alloc_malloc(mb_alloc *a, size_t n);
+/* The same for C callers: the address, or NULL on failure (n == 0 included). */
+void *mb_alloc_malloc_ptr(mb_alloc *a, size_t n);
 /* Returns how many arenas the free released (>= 0), or an error. */
 int mb_alloc_free(mb_alloc *a, const void *p, size_t n);
 /* pairs = addr0, len0, addr1, len1, ...; all or nothing. */

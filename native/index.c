@@ -15,6 +15,9 @@
  * (len, start), sharing the priority; it is kept only when by_size is set, so
  * first-fit pays nothing for it.
  *
+ * Address-tree nodes carry parent links so that updates walk up from the
+ * changed node and stop early (see fix_up).
+ *
  * Nodes come from one pool addressed by 32-bit numbers (node 0 is nil, with
  * maxlen 0), so growing the pool with realloc never leaves a dangling link.
  * The pool only grows before a tree operation, never during one.
@@ -111,88 +114,92 @@ static void node_release(mb_index *ix, uint32_t t)
     ix->spare = t;
 }
 
-/* ---- address tree ------------------------------------------------------ */
+/* ---- address tree ------------------------------------------------------
+ * Iterative, with parent links: a change of len at one node is pushed up by
+ * fix_up, which stops at the first ancestor whose maxlen does not change, so
+ * the common case touches two or three nodes instead of a whole path. */
 
-static uint32_t rot_right(mb_index *ix, uint32_t t)
+static inline void set_child(mb_index *ix, uint32_t parent, uint32_t old, uint32_t x)
 {
-    uint32_t l = N(t).l;
-    N(t).l = N(l).r;
-    N(l).r = t;
-    update(ix, t);
-    update(ix, l);
-    return l;
+    if (!parent)
+        ix->root = x;
+    else if (N(parent).l == old)
+        N(parent).l = x;
+    else
+        N(parent).r = x;
+    if (x)
+        N(x).p = parent;
 }
 
-static uint32_t rot_left(mb_index *ix, uint32_t t)
+/* Lift x above its parent (one rotation), keeping maxlen exact for both. */
+static void rotate_up(mb_index *ix, uint32_t x)
 {
-    uint32_t r = N(t).r;
-    N(t).r = N(r).l;
-    N(r).l = t;
-    update(ix, t);
-    update(ix, r);
-    return r;
-}
-
-static uint32_t a_insert(mb_index *ix, uint32_t t, uint32_t x)
-{
-    if (!t)
-        return x;
-    if (N(x).start < N(t).start) {
-        N(t).l = a_insert(ix, N(t).l, x);
-        if (N(N(t).l).prio > N(t).prio)
-            return rot_right(ix, t);
+    uint32_t p = N(x).p, g = N(p).p;
+    if (N(p).l == x) {
+        N(p).l = N(x).r;
+        if (N(x).r)
+            N(N(x).r).p = p;
+        N(x).r = p;
     } else {
-        N(t).r = a_insert(ix, N(t).r, x);
-        if (N(N(t).r).prio > N(t).prio)
-            return rot_left(ix, t);
+        N(p).r = N(x).l;
+        if (N(x).l)
+            N(N(x).l).p = p;
+        N(x).l = p;
     }
-    update(ix, t);
+    N(p).p = x;
+    set_child(ix, g, p, x);
+    update(ix, p);
+    update(ix, x);
+}
+
+/* Re-derive maxlen from x upwards, stopping once an ancestor is unchanged. */
+static void fix_up(mb_index *ix, uint32_t x)
+{
+    update(ix, x);
+    for (x = N(x).p; x; x = N(x).p) {
+        size_t old = N(x).maxlen;
+        update(ix, x);
+        if (N(x).maxlen == old)
+            break;
+    }
+}
+
+static void a_insert(mb_index *ix, uint32_t x)
+{
+    uint32_t parent = 0, t = ix->root;
+    while (t) {
+        parent = t;
+        t = N(x).start < N(t).start ? N(t).l : N(t).r;
+    }
+    N(x).p = parent;
+    if (!parent)
+        ix->root = x;
+    else if (N(x).start < N(parent).start)
+        N(parent).l = x;
+    else
+        N(parent).r = x;
+    while (N(x).p && N(N(x).p).prio < N(x).prio)
+        rotate_up(ix, x);
+    fix_up(ix, x);
+}
+
+/* Unlink x: rotate it down below its higher-priority child until it is a leaf. */
+static void a_unlink(mb_index *ix, uint32_t x)
+{
+    while (N(x).l && N(x).r)
+        rotate_up(ix, N(N(x).l).prio > N(N(x).r).prio ? N(x).l : N(x).r);
+    uint32_t child = N(x).l ? N(x).l : N(x).r, parent = N(x).p;
+    set_child(ix, parent, x, child);
+    if (parent)
+        fix_up(ix, parent);
+}
+
+static uint32_t a_find(const mb_index *ix, uintptr_t key)
+{
+    uint32_t t = ix->root;
+    while (t && N(t).start != key)
+        t = key < N(t).start ? N(t).l : N(t).r;
     return t;
-}
-
-static uint32_t a_merge(mb_index *ix, uint32_t a, uint32_t b)
-{
-    if (!a)
-        return b;
-    if (!b)
-        return a;
-    if (N(a).prio > N(b).prio) {
-        N(a).r = a_merge(ix, N(a).r, b);
-        update(ix, a);
-        return a;
-    }
-    N(b).l = a_merge(ix, a, N(b).l);
-    update(ix, b);
-    return b;
-}
-
-/* Unlink the node starting at key; *out receives its number. */
-static uint32_t a_remove(mb_index *ix, uint32_t t, uintptr_t key, uint32_t *out)
-{
-    if (!t)
-        return 0;
-    if (key < N(t).start) {
-        N(t).l = a_remove(ix, N(t).l, key, out);
-    } else if (key > N(t).start) {
-        N(t).r = a_remove(ix, N(t).r, key, out);
-    } else {
-        *out = t;
-        return a_merge(ix, N(t).l, N(t).r);
-    }
-    update(ix, t);
-    return t;
-}
-
-/* Re-derive maxlen along the path to key after a change of len at that node. */
-static void a_touch(mb_index *ix, uint32_t t, uintptr_t key)
-{
-    if (!t)
-        return;
-    if (key < N(t).start)
-        a_touch(ix, N(t).l, key);
-    else if (key > N(t).start)
-        a_touch(ix, N(t).r, key);
-    update(ix, t);
 }
 
 /* ---- size tree: (len, start) order ------------------------------------- */
@@ -263,47 +270,47 @@ int mb_index_insert(mb_index *ix, uintptr_t start, size_t len)
         return -1;
     N(x).start = start;
     N(x).len = N(x).maxlen = len;
-    ix->root = a_insert(ix, ix->root, x);
+    a_insert(ix, x);
     if (ix->by_size)
         ix->sroot = s_insert(ix, ix->sroot, x);
     ix->count++;
     return 0;
 }
 
-void mb_index_remove(mb_index *ix, uintptr_t start)
+void mb_index_remove_node(mb_index *ix, uint32_t x)
 {
-    uint32_t x = 0;
-    ix->root = a_remove(ix, ix->root, start, &x);
-    if (!x)
-        return;
+    a_unlink(ix, x);
     if (ix->by_size)
         ix->sroot = s_remove(ix, ix->sroot, x);
     node_release(ix, x);
     ix->count--;
 }
 
-static uint32_t a_find(const mb_index *ix, uintptr_t key)
+void mb_index_remove(mb_index *ix, uintptr_t start)
 {
-    uint32_t t = ix->root;
-    while (t && N(t).start != key)
-        t = key < N(t).start ? N(t).l : N(t).r;
-    return t;
+    uint32_t x = a_find(ix, start);
+    if (x)
+        mb_index_remove_node(ix, x);
+}
+
+void mb_index_set(mb_index *ix, uint32_t x, uintptr_t new_start, size_t new_len)
+{
+    if (ix->by_size)
+        ix->sroot = s_remove(ix, ix->sroot, x);
+    N(x).start = new_start;
+    N(x).len = new_len;
+    fix_up(ix, x);
+    if (ix->by_size) {
+        N(x).sl = N(x).sr = 0;
+        ix->sroot = s_insert(ix, ix->sroot, x);
+    }
 }
 
 void mb_index_resize(mb_index *ix, uintptr_t old_start, uintptr_t new_start, size_t new_len)
 {
     uint32_t x = a_find(ix, old_start);
-    if (!x)
-        return;
-    if (ix->by_size)
-        ix->sroot = s_remove(ix, ix->sroot, x);
-    N(x).start = new_start;
-    N(x).len = new_len;
-    a_touch(ix, ix->root, new_start);
-    if (ix->by_size) {
-        N(x).sl = N(x).sr = 0;
-        ix->sroot = s_insert(ix, ix->sroot, x);
-    }
+    if (x)
+        mb_index_set(ix, x, new_start, new_len);
 }
 
 void mb_index_neighbours(const mb_index *ix, uintptr_t key, uint32_t *pred, uint32_t *succ)
@@ -322,57 +329,31 @@ void mb_index_neighbours(const mb_index *ix, uintptr_t key, uint32_t *pred, uint
     *succ = s;
 }
 
-/* Descend to the leftmost node with len >= n (maxlen guides), carve the front. */
-static uint32_t a_take(mb_index *ix, uint32_t t, size_t n, uintptr_t *out, uint32_t *gone)
+/* Carve n bytes from the front of node x. */
+static uintptr_t carve(mb_index *ix, uint32_t x, size_t n)
 {
-    uint32_t l = N(t).l;
-    if (N(l).maxlen >= n) {
-        N(t).l = a_take(ix, l, n, out, gone);
-    } else if (N(t).len >= n) {
-        *out = N(t).start;
-        if (N(t).len == n) {
-            *gone = t;
-            return a_merge(ix, N(t).l, N(t).r);
-        }
-        N(t).start += n;
-        N(t).len -= n;
-    } else {
-        N(t).r = a_take(ix, N(t).r, n, out, gone);
-    }
-    update(ix, t);
-    return t;
+    uintptr_t start = N(x).start;
+    if (N(x).len == n)
+        mb_index_remove_node(ix, x);
+    else
+        mb_index_set(ix, x, start + n, N(x).len - n);
+    return start;
 }
 
 uintptr_t mb_index_take_first_fit(mb_index *ix, size_t n)
 {
     if (N(ix->root).maxlen < n || n == 0)
         return 0;
-    uintptr_t start = 0;
-    uint32_t gone = 0;
-    if (ix->by_size) {
-        /* keep the size tree consistent: find the node first, then carve through resize */
-        uint32_t t = ix->root;
-        for (;;) {
-            if (N(N(t).l).maxlen >= n)
-                t = N(t).l;
-            else if (N(t).len >= n)
-                break;
-            else
-                t = N(t).r;
-        }
-        start = N(t).start;
-        if (N(t).len == n)
-            mb_index_remove(ix, start);
+    uint32_t t = ix->root;
+    for (;;) {                  /* leftmost node with len >= n: maxlen says where it is */
+        if (N(N(t).l).maxlen >= n)
+            t = N(t).l;
+        else if (N(t).len >= n)
+            break;
         else
-            mb_index_resize(ix, start, start + n, N(t).len - n);
-        return start;
+            t = N(t).r;
     }
-    ix->root = a_take(ix, ix->root, n, &start, &gone);
-    if (gone) {
-        node_release(ix, gone);
-        ix->count--;
-    }
-    return start;
+    return carve(ix, t, n);
 }
 
 uintptr_t mb_index_take_best_fit(mb_index *ix, size_t n)
@@ -390,12 +371,7 @@ uintptr_t mb_index_take_best_fit(mb_index *ix, size_t n)
             t = N(t).sr;
         }
     }
-    uintptr_t start = N(best).start;
-    if (N(best).len == n)
-        mb_index_remove(ix, start);
-    else
-        mb_index_resize(ix, start, start + n, N(best).len - n);
-    return start;
+    return carve(ix, best, n);
 }
 
 /* ---- invariant checks --------------------------------------------------- */
@@ -415,6 +391,8 @@ static int check_a(const mb_index *ix, uint32_t t, uintptr_t lo, uintptr_t hi, u
         return 3;
     if (x->maxlen != max3(x->len, N(x->l).maxlen, N(x->r).maxlen))
         return 4;                                   /* augmentation stale */
+    if ((x->l && N(x->l).p != t) || (x->r && N(x->r).p != t))
+        return 11;                                  /* parent link broken */
     (*count)++;
     int e = check_a(ix, x->l, lo, x->start, count);
     return e ? e : check_a(ix, x->r, x->start + x->len, hi, count);
@@ -442,6 +420,8 @@ int mb_index_check(const mb_index *ix)
     if (ix->n[0].maxlen || ix->n[0].len)
         return 8;                                   /* nil node written */
     uint32_t count = 0;
+    if (ix->root && N(ix->root).p)
+        return 11;
     int e = check_a(ix, ix->root, 0, UINTPTR_MAX, &count);
     if (e)
         return e;

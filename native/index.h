@@ -10,7 +10,7 @@ typedef struct mb_node {
     uintptr_t start;    /* first free byte */
     size_t len;         /* free bytes, > 0 */
     size_t maxlen;      /* largest len in this node's address subtree */
-    uint32_t l, r;      /* address-tree children (0 = none) */
+    uint32_t l, r, p;   /* address-tree children and parent (0 = none) */
     uint32_t sl, sr;    /* size-tree children, used when by_size */
     uint32_t prio;      /* heap priority, random, shared by both trees */
 } mb_node;
@@ -34,6 +34,10 @@ void mb_index_clear(mb_index *ix);
 int mb_index_insert(mb_index *ix, uintptr_t start, size_t len);
 /* Remove the range that starts exactly at start (it must exist). */
 void mb_index_remove(mb_index *ix, uintptr_t start);
+/* Remove node x (a node number from mb_index_neighbours). */
+void mb_index_remove_node(mb_index *ix, uint32_t x);
+/* Give node x a new start and length that keep the address order. */
+void mb_index_set(mb_index *ix, uint32_t x, uintptr_t new_start, size_t new_len);
 /* Give the range starting at old_start a new start and length that keep the order. */
 void mb_index_resize(mb_index *ix, uintptr_t old_start, uintptr_t new_start, size_t new_len);
 /* The ranges around key: *pred has the greatest start <= key, *succ the least start > key

@@ -272,9 +272,8 @@ static void *worker(void *arg)
             held[k] = NULL;
         } else {
             sizes[k] = 1 + x % 2000;
-            int64_t r = mb_alloc_malloc(shared, sizes[k]);
-            if (r < 0) { failures++; return NULL; }
-            held[k] = addr_of(shared, r);
+            held[k] = mb_alloc_malloc_ptr(shared, sizes[k]);   /* the table may move under us */
+            if (!held[k]) { failures++; return NULL; }
             memset(held[k], fill, sizes[k]);
         }
     }
