@@ -1,0 +1,725 @@
+"""trio streams over native memory: StreamReader, Connection, serve_tcp / open_tcp.
+
+Strategy.
+
+*Receive path.* A :class:`StreamReader` keeps one :class:`~membuf.Memory` of
+received chunks and one :class:`~membuf.Reader` following it. To receive, it
+mallocs a chunk from its allocator and, for a :class:`trio.SocketStream`, calls
+``recv_into`` on the socket straight into that chunk (no copy), then
+``free_rest`` gives the unused tail back and the used head is pushed onto the
+Memory. Any other :class:`trio.abc.ReceiveStream` (TLS, memory streams, pipes)
+is read with ``receive_some`` and copied once into a malloc'd chunk. The
+receive size adapts: it doubles while receives fill their chunk (up to 16 x
+``chunk_size``) and halves back when they come back mostly empty, and a read
+that knows it needs ``n`` more bytes asks for at least ``n``.
+
+*Ownership.* Every byte of the Memory was malloc'd by this reader and is
+freed by it, with one exception: :meth:`StreamReader.read_frame` clips the
+frame's bytes off the front of the Memory and hands those exact ranges to a
+:class:`~membuf.RecyclableMemory` (partial free makes "this range is yours,
+the rest of the chunk is mine" work without copying). Consumed bytes are freed
+lazily, just before the next receive (and at ``aclose``), so views returned by
+a read stay valid until the next read. Frames that ``split_views`` has to join
+across chunks are Python objects the reader does not own. An idle reader
+holds no chunk: when ``recv_into`` would block, the chunk is freed before
+waiting, and a reader with its own allocator trims it after ``idle_trim``
+seconds without data, so an idle connection holds no native memory at all.
+
+*Cancellation safety.* Every read is "parse, or receive and retry": parsing is
+synchronous and atomic (the Reader raises ``NeedMore`` and consumes nothing),
+and a receive appends its bytes to the Memory before anything else can run.
+So a read cancelled while it waits has consumed nothing, and retrying it
+finds every byte that arrived. Nothing is consumed before an ``await``.
+
+*Checkpoints.* A read that is served from buffered bytes returns without a
+trio checkpoint (a checkpoint costs microseconds, a frame should cost less
+than one); every receive is a checkpoint. This is the one deliberate
+departure from trio's "every async call is a checkpoint" convention.
+
+*Memory bound.* The bytes buffered but not yet consumed never exceed
+``max_buffered``; a read (or a frame) that needs more raises
+:class:`~membuf.MalformedError` instead of growing without bound.
+
+Not handled on purpose: two tasks reading one StreamReader at once (raises
+``trio.BusyResourceError``); sharing a reader between threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as _stdlib_socket
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import trio
+
+from .allocator import Allocator
+from .errors import IncompleteReadError, MalformedError, NeedMore
+from .memory import Memory, RecyclableMemory
+from .reader import Reader
+
+__all__ = [
+    "Connection",
+    "StreamReader",
+    "StreamStats",
+    "open_tcp",
+    "send_memory",
+    "serve_tcp",
+]
+
+log = logging.getLogger("membuf.stream")
+
+_IOV_MAX = 1024
+_CLOSED_ERRNOS = {9, 10038}  # EBADF, WSAENOTSOCK: the socket was closed under us
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """A snapshot of what a :class:`StreamReader` did and holds.
+
+    ``received`` bytes came in through ``receives`` receive calls, of which
+    ``copied`` bytes went through a ``receive_some`` copy (non-socket streams);
+    ``buffered`` bytes are received but not yet consumed; ``owned`` bytes of
+    native memory are held by the reader right now (buffered plus consumed
+    bytes not yet freed); ``retained`` bytes were handed to frames from
+    :meth:`StreamReader.read_frame`; ``recv_size`` is the current receive size.
+    """
+
+    received: int
+    receives: int
+    copied: int
+    buffered: int
+    owned: int
+    retained: int
+    recv_size: int
+    eof: bool
+
+
+class StreamReader:
+    """Read bytes, integers and frames from a trio stream, into native memory.
+
+    Args:
+        stream: any :class:`trio.abc.ReceiveStream`; a :class:`trio.SocketStream`
+            gets the zero-copy ``recv_into`` path.
+        allocator: where received chunks come from; ``None`` makes one for this reader.
+        chunk_size: the starting receive size (bytes).
+        max_buffered: the most bytes kept received but not yet consumed; a read
+            that needs more raises :class:`~membuf.MalformedError`.
+        idle_trim: with a reader-owned allocator, seconds without data after which
+            its free arenas are returned to the OS (``None``: never). Ignored for
+            an allocator passed in, which may be shared.
+
+    Reads are atomic and safe to cancel and retry. A read that hits the end of
+    the stream part-way raises :class:`~membuf.IncompleteReadError` and consumes
+    nothing. Zero-copy results (``read_exactly``, ``read_until``, ``frames``)
+    stay valid until the next read on this reader; ``read_frame`` results are
+    retained and stay valid until recycled.
+
+    Raises:
+        ValueError: a size that cannot work.
+    """
+
+    def __init__(
+        self,
+        stream: trio.abc.ReceiveStream,
+        allocator: Allocator | None = None,
+        chunk_size: int = 16 << 10,
+        max_buffered: int = 1 << 20,
+        *,
+        idle_trim: float | None = 1.0,
+    ) -> None:
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        if max_buffered < chunk_size:
+            raise ValueError(
+                f"max_buffered ({max_buffered}) must be at least chunk_size ({chunk_size})"
+            )
+        self.stream = stream
+        self._own_allocator = allocator is None
+        self.allocator: Allocator = Allocator() if allocator is None else allocator
+        self.chunk_size = chunk_size
+        self.max_buffered = max_buffered
+        self._idle_trim = idle_trim if self._own_allocator else None
+        self._mem = Memory()
+        self._reader = Reader(self._mem)
+        self._raw: _stdlib_socket.socket | None = _raw_socket(stream)
+        self._recv_size = chunk_size
+        self._max_recv = max(chunk_size, min(max_buffered, 16 * chunk_size))
+        self._eof = False
+        self._closed = False
+        self._busy = False
+        self._trimmed = True
+        self._received = 0
+        self._receives = 0
+        self._copied = 0
+        self._retained = 0
+        # Frees whatever is still held if the reader is dropped without aclose.
+        self._finalizer = weakref.finalize(self, _free_segments, self.allocator, self._mem)
+
+    # -- reads ----------------------------------------------------------------
+
+    async def read_exactly(self, n: int) -> Memory:
+        """The next ``n`` bytes, zero-copy, as a Memory valid until the next read.
+
+        Raises:
+            IncompleteReadError: the stream ended first (``partial`` bytes were there).
+            MalformedError: ``n`` is negative or larger than ``max_buffered``.
+        """
+        r = self._reader
+        if len(r) >= n >= 0:
+            return r.take(n)
+        return await self._retry(r.take, n)
+
+    async def read_frame(self, n: int) -> RecyclableMemory:
+        """The next ``n`` bytes as a retained frame that owns them (no copy).
+
+        The frame stays valid after later reads and after ``aclose``; give its
+        bytes back with ``frame.recycle()`` (or let it be collected).
+
+        Raises:
+            IncompleteReadError: the stream ended first.
+            MalformedError: ``n`` is negative or larger than ``max_buffered``.
+        """
+        r = self._reader
+        if not len(r) >= n >= 0:
+            await self._retry(self._check_buffered, n)
+        self._release_consumed()
+        r.skip(n)
+        frame = RecyclableMemory(self.allocator)
+        for piece in r.clip_front():
+            frame.push_owned(piece)
+        self._retained += n
+        return frame
+
+    async def read_byte(self) -> int:
+        """One byte as an int.
+
+        Raises:
+            IncompleteReadError: the stream ended first.
+        """
+        try:
+            return self._reader.read_byte()
+        except NeedMore:
+            return await self._retry(self._reader.read_byte)
+
+    async def read_be(self, n: int) -> int:
+        """An unsigned big-endian integer of ``n`` bytes (1 <= n <= 8).
+
+        Raises:
+            IncompleteReadError: the stream ended first.
+            MalformedError: ``n`` is out of range.
+        """
+        try:
+            return self._reader.read_be(n)
+        except NeedMore:
+            return await self._retry(self._reader.read_be, n)
+
+    async def read_le(self, n: int) -> int:
+        """An unsigned little-endian integer of ``n`` bytes (1 <= n <= 8).
+
+        Raises:
+            IncompleteReadError: the stream ended first.
+            MalformedError: ``n`` is out of range.
+        """
+        try:
+            return self._reader.read_le(n)
+        except NeedMore:
+            return await self._retry(self._reader.read_le, n)
+
+    async def read_leb128(self) -> int:
+        """An unsigned LEB128 varint (at most 10 bytes, 64 bits).
+
+        Raises:
+            IncompleteReadError: the stream ended inside the varint.
+            MalformedError: the varint is longer than 10 bytes or over 64 bits.
+        """
+        try:
+            return self._reader.read_leb128()
+        except NeedMore:
+            return await self._retry(self._reader.read_leb128)
+
+    async def read_until(self, delim: bytes, max_size: int) -> Memory:
+        """The bytes before the next ``delim`` (consumed, not included), zero-copy.
+
+        Raises:
+            IncompleteReadError: the stream ended before the delimiter.
+            MalformedError: no delimiter within ``max_size`` bytes (or ``max_buffered``).
+        """
+        return await self._retry(self._reader.read_until, delim, max_size, expected=None)
+
+    async def peek(self, n: int) -> bytes:
+        """A copy of the next ``n`` bytes, without consuming them.
+
+        Raises:
+            IncompleteReadError: the stream ended with fewer than ``n`` bytes left.
+            MalformedError: ``n`` is negative or larger than ``max_buffered``.
+        """
+        return await self._retry(self._reader.peek, n)
+
+    async def skip(self, n: int) -> None:
+        """Consume and drop the next ``n`` bytes (atomically: all or none).
+
+        Raises:
+            IncompleteReadError: the stream ended first; nothing was skipped.
+            MalformedError: ``n`` is negative or larger than ``max_buffered``.
+        """
+        await self._retry(self._reader.skip, n)
+
+    def frames(self, codec: Any, *, views: bool = False, batch: bool = False) -> Frames[Any]:
+        """Iterate the frames ``codec`` cuts from the stream, until a clean end of stream.
+
+        Args:
+            codec: a framer from :mod:`membuf.codecs` (``split`` / ``split_views``).
+            views: yield memoryviews (``codec.split_views``; frames spanning chunks
+                are joined into one buffer) instead of Memory frames (``codec.split``).
+            batch: yield lists of every frame available at once, instead of one by one.
+
+        Frames stay valid until the iterator is advanced past the batch they
+        came in (Memory frames one by one: until the next receive).
+
+        Raises (from the iteration):
+            IncompleteReadError: the stream ended in the middle of a frame.
+            MalformedError: a frame over the codec's ``max_frame`` or ``max_buffered``.
+        """
+        return Frames(self, codec, views=views, batch=batch)
+
+    # -- state ----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Bytes received and not yet consumed."""
+        return len(self._reader)
+
+    @property
+    def at_eof(self) -> bool:
+        """True once the stream has ended and every byte has been consumed."""
+        return self._eof and not len(self._reader)
+
+    def stats(self) -> StreamStats:
+        """Counters and holdings (cheap, no native call)."""
+        return StreamStats(
+            received=self._received,
+            receives=self._receives,
+            copied=self._copied,
+            buffered=len(self._reader),
+            owned=len(self._mem),
+            retained=self._retained,
+            recv_size=self._recv_size,
+            eof=self._eof,
+        )
+
+    async def aclose(self) -> None:
+        """Free every byte the reader owns and close the stream.
+
+        Retained frames keep their bytes. Idempotent; the stream is closed even
+        if this is cancelled.
+        """
+        self.release()
+        await self.stream.aclose()
+
+    def release(self) -> None:
+        """Free every byte the reader owns, without closing the stream (sync).
+
+        Later reads raise :class:`trio.ClosedResourceError`.
+        """
+        if not self._closed:
+            self._closed = True
+            _free_segments(self.allocator, self._mem)
+            self._mem = Memory()
+            self._reader = Reader(self._mem)
+            if self._own_allocator and not self.allocator.stats().in_use:
+                self.allocator.trim()
+
+    async def __aenter__(self) -> StreamReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return (
+            f"<StreamReader buffered={s.buffered} owned={s.owned} received={s.received}"
+            f"{' eof' if s.eof else ''}{' closed' if self._closed else ''}>"
+        )
+
+    # -- internals ------------------------------------------------------------
+
+    def _check_buffered(self, n: int) -> None:
+        if n < 0:
+            raise MalformedError(f"read size must be >= 0, got {n}")
+        have = len(self._reader)
+        if have < n:
+            raise NeedMore(f"need {n} bytes, {have} buffered", n - have)
+
+    async def _retry(
+        self, op: Callable[..., _T], *args: Any, expected: int | None | bool = True
+    ) -> _T:
+        """Run ``op(*args)`` on the reader, receiving and retrying while it needs more."""
+        r = self._reader
+        while True:
+            try:
+                return op(*args)
+            except NeedMore as exc:
+                needed = exc.needed
+            have = len(r)
+            if not await self._receive(needed):
+                if expected is True:
+                    want: int | None = have + needed
+                    detail = f"needed {want} bytes"
+                else:
+                    want = None
+                    detail = "was looking for a delimiter"
+                raise IncompleteReadError(
+                    f"the stream ended with {have} bytes buffered; the read {detail}. "
+                    "Those bytes are still buffered",
+                    partial=have,
+                    expected=want,
+                )
+
+    def _release_consumed(self) -> None:
+        """Free the consumed prefix of the Memory (the lazy free)."""
+        if len(self._mem) != len(self._reader):
+            self._reader.clip_front(self.allocator.free)
+
+    async def _receive(self, needed: int = 1) -> bool:
+        """Receive at least one more byte; False at end of stream.
+
+        Raises:
+            MalformedError: keeping ``needed`` more bytes would pass ``max_buffered``.
+            trio.BusyResourceError: another task is receiving on this reader.
+            trio.ClosedResourceError: the reader was closed.
+        """
+        if self._busy:
+            raise trio.BusyResourceError("another task is already reading from this StreamReader")
+        if self._closed:
+            raise trio.ClosedResourceError("this StreamReader was closed")
+        if self._eof:
+            await trio.lowlevel.checkpoint()
+            return False
+        self._release_consumed()
+        buffered = len(self._reader)
+        room = self.max_buffered - buffered
+        if needed > room:
+            raise MalformedError(
+                f"a read needs {buffered + needed} bytes buffered, over max_buffered="
+                f"{self.max_buffered}; raise max_buffered or read in smaller pieces"
+            )
+        size = min(max(self._recv_size, needed), room)
+        self._busy = True
+        try:
+            if self._raw is not None:
+                n = await self._recv_socket(self._raw, size)
+            else:
+                n = await self._recv_stream(size)
+        finally:
+            self._busy = False
+        if not n:
+            self._eof = True
+            return False
+        self._received += n
+        self._receives += 1
+        if n >= self._recv_size:
+            self._recv_size = min(2 * self._recv_size, self._max_recv)
+        elif n < self._recv_size >> 3 and self._recv_size > self.chunk_size:
+            self._recv_size = max(self._recv_size >> 1, self.chunk_size)
+        return True
+
+    async def _recv_socket(self, raw: _stdlib_socket.socket, size: int) -> int:
+        """recv_into a fresh chunk with trio's semantics; keep what arrived."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        alloc = self.allocator
+        waited = False
+        while True:
+            chunk = alloc.malloc(size)
+            try:
+                n = raw.recv_into(chunk, size)
+            except BlockingIOError:
+                alloc.free(chunk)  # an idle reader holds no chunk
+                await self._wait_readable(raw)
+                waited = True
+                continue
+            except OSError as exc:
+                alloc.free(chunk)
+                raise _stream_error(exc) from None
+            except BaseException:
+                alloc.free(chunk)
+                raise
+            break
+        if n:
+            self._mem.push(alloc.free_rest(chunk, n))
+            self._trimmed = False
+        else:
+            alloc.free(chunk)
+        if not waited:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return n
+
+    async def _wait_readable(self, raw: _stdlib_socket.socket) -> None:
+        if self._idle_trim is not None and not self._trimmed and not len(self._mem):
+            with trio.move_on_after(self._idle_trim):
+                await trio.lowlevel.wait_readable(raw)
+                return
+            self.allocator.trim()
+            self._trimmed = True
+        await trio.lowlevel.wait_readable(raw)
+
+    async def _recv_stream(self, size: int) -> int:
+        """receive_some from any ReceiveStream and copy once into native memory."""
+        data = await self.stream.receive_some(size)
+        n = len(data)
+        if n:
+            chunk = self.allocator.malloc(n)
+            chunk[:] = data
+            self._mem.push(chunk)
+            self._copied += n
+        return n
+
+
+class Frames(Generic[_T]):
+    """The async iterator behind :meth:`StreamReader.frames` (a class, not an
+    async generator, so an abandoned loop leaves nothing to finalize)."""
+
+    def __init__(self, rx: StreamReader, codec: Any, *, views: bool, batch: bool) -> None:
+        self._rx = rx
+        self._batch = batch
+        if views:
+            self._split: Callable[[Reader], list[Any]] = lambda r: codec.split_views(r)
+        else:
+            self._split = codec.split
+        self._pending: list[Any] = []
+        self._next = 0
+
+    def __aiter__(self) -> Frames[_T]:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not self._batch:
+            i = self._next
+            if i < len(self._pending):
+                self._next = i + 1
+                return self._pending[i]
+        rx = self._rx
+        r = rx._reader
+        split = self._split
+        while True:
+            frames = split(r)
+            if frames:
+                if self._batch:
+                    return frames
+                self._pending = frames
+                self._next = 1
+                return frames[0]
+            if not await rx._receive():
+                if len(r):
+                    raise IncompleteReadError(
+                        f"the stream ended inside a frame: {len(r)} bytes of it arrived",
+                        partial=len(r),
+                    )
+                raise StopAsyncIteration
+
+
+# -- sending ------------------------------------------------------------------
+
+
+async def send_memory(stream: trio.abc.SendStream, memory: Memory | Any) -> None:
+    """Send every byte of ``memory`` (a Memory or any bytes-like), in order.
+
+    On a :class:`trio.SocketStream` this is a gather send: ``sendmsg`` with the
+    segments as they are, continued after partial sends, never joined into one
+    buffer. Any other stream gets ``send_all`` once per segment.
+
+    Raises:
+        trio.BrokenResourceError: the connection broke.
+        trio.ClosedResourceError: the stream was closed.
+    """
+    segments: Iterable[Any] = memory if isinstance(memory, Memory) else (memory,)
+    raw = _raw_socket(stream)
+    if raw is None or not hasattr(raw, "sendmsg"):
+        for seg in segments:
+            if len(seg):
+                await stream.send_all(seg)
+        return
+    assert isinstance(stream, trio.SocketStream)
+    pending = [seg if type(seg) is memoryview else memoryview(seg) for seg in segments]
+    pending = [seg for seg in pending if len(seg)]
+    if not pending:
+        await trio.lowlevel.checkpoint()
+        return
+    sock = stream.socket
+    i = 0
+    while i < len(pending):
+        try:
+            sent = await sock.sendmsg(pending[i : i + _IOV_MAX])
+        except OSError as exc:
+            raise _stream_error(exc) from None
+        while sent:  # step over what went out, maybe stopping mid-segment
+            n = len(pending[i])
+            if sent >= n:
+                sent -= n
+                i += 1
+            else:
+                pending[i] = pending[i][sent:]
+                sent = 0
+
+
+# -- connections ----------------------------------------------------------------
+
+
+class Connection:
+    """A TCP connection: a :class:`StreamReader` to read, ``send`` to write.
+
+    Made by :func:`open_tcp` and by :func:`serve_tcp` (one per accepted client).
+
+    Attributes:
+        stream: the underlying :class:`trio.SocketStream`.
+        reader: the :class:`StreamReader` over it.
+        allocator: the allocator of this connection (its own unless one was shared).
+
+    ``close`` frees every byte the connection's reader owns and closes the
+    socket; with the connection's own allocator, its arenas are returned to
+    the OS once nothing in it is still in use (retained frames keep theirs).
+    """
+
+    def __init__(
+        self,
+        stream: trio.SocketStream,
+        allocator: Allocator | None = None,
+        *,
+        chunk_size: int = 16 << 10,
+        max_buffered: int = 1 << 20,
+        idle_trim: float | None = 1.0,
+    ) -> None:
+        self.stream = stream
+        self.reader = StreamReader(stream, allocator, chunk_size, max_buffered, idle_trim=idle_trim)
+        self.allocator: Allocator = self.reader.allocator
+        self._closed = False
+
+    async def send(self, memory: Memory | Any) -> None:
+        """Send a Memory (gather send, no joining copy) or any bytes-like.
+
+        Raises:
+            trio.BrokenResourceError / trio.ClosedResourceError: as ``send_all``.
+        """
+        await send_memory(self.stream, memory)
+
+    async def send_eof(self) -> None:
+        """Half-close: the peer reads end of stream; this side can still read."""
+        await self.stream.send_eof()
+
+    async def close(self) -> None:
+        """Free everything the connection owns and close the socket (idempotent)."""
+        self.reader.release()
+        self._closed = True
+        await self.stream.aclose()
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        try:
+            peer = self.stream.socket.getpeername()
+        except OSError:
+            peer = "?"
+        return f"<Connection peer={peer} {'closed' if self._closed else 'open'} {self.reader!r}>"
+
+
+async def open_tcp(
+    host: str,
+    port: int,
+    *,
+    allocator: Allocator | None = None,
+    chunk_size: int = 16 << 10,
+    max_buffered: int = 1 << 20,
+) -> Connection:
+    """Connect to ``host:port`` and return a :class:`Connection`.
+
+    Raises:
+        OSError: the connection could not be made.
+    """
+    stream = await trio.open_tcp_stream(host, port)
+    return Connection(stream, allocator, chunk_size=chunk_size, max_buffered=max_buffered)
+
+
+async def serve_tcp(
+    handler: Callable[[Connection], Awaitable[object]],
+    port: int,
+    host: str | None = "127.0.0.1",
+    allocator: Allocator | None = None,
+    *,
+    chunk_size: int = 16 << 10,
+    max_buffered: int = 1 << 20,
+    backlog: int | None = None,
+    handler_nursery: trio.Nursery | None = None,
+    task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve TCP connections forever, calling ``await handler(conn)`` for each.
+
+    Use it like :func:`trio.serve_tcp`: ``listeners = await nursery.start(serve_tcp,
+    handler, 0)`` binds, starts accepting and returns the listeners (port 0 picks
+    a free port: ``listeners[0].socket.getsockname()[1]``).
+
+    Each connection gets its own allocator unless ``allocator`` is given, in
+    which case every connection shares it and frees exactly what it owned.
+    When the handler returns or raises, the connection is closed and every byte
+    it owned is freed; a handler exception is logged (logger ``membuf.stream``)
+    and the server keeps serving.
+
+    Args:
+        handler: ``async def handler(conn: Connection)``.
+        port: TCP port (0: any free port).
+        host: address to bind (``None``: every interface).
+        allocator: one allocator for every connection, or ``None`` for one each.
+        chunk_size, max_buffered: passed to each connection's StreamReader.
+        backlog, handler_nursery: as for :func:`trio.serve_tcp`.
+
+    Raises:
+        OSError: the port could not be bound.
+    """
+    listeners = await trio.open_tcp_listeners(port, host=host, backlog=backlog)
+
+    async def serve_one(stream: trio.SocketStream) -> None:
+        conn = Connection(stream, allocator, chunk_size=chunk_size, max_buffered=max_buffered)
+        try:
+            await handler(conn)
+        except Exception:
+            log.exception("connection handler %r failed; connection closed", handler)
+        finally:
+            conn.reader.release()
+            await trio.aclose_forcefully(stream)
+
+    await trio.serve_listeners(
+        serve_one, listeners, handler_nursery=handler_nursery, task_status=task_status
+    )
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _raw_socket(stream: Any) -> _stdlib_socket.socket | None:
+    """The stdlib socket a trio.SocketStream wraps, for non-blocking recv_into/sendmsg."""
+    if isinstance(stream, trio.SocketStream):
+        raw = getattr(stream.socket, "_sock", None)
+        if isinstance(raw, _stdlib_socket.socket):
+            return raw
+    return None
+
+
+def _stream_error(exc: OSError) -> Exception:
+    if exc.errno in _CLOSED_ERRNOS:
+        return trio.ClosedResourceError("this socket was already closed")
+    return trio.BrokenResourceError(f"socket connection broken: {exc}")
+
+
+def _free_segments(allocator: Allocator, mem: Memory) -> None:
+    """Free every segment of ``mem`` (all malloc'd from ``allocator``) and clear it."""
+    free = allocator.free
+    for seg in mem:
+        if len(seg):
+            free(seg)
+    mem.clear()
