@@ -1,0 +1,451 @@
+"""RTMP: handshake, chunk stream, and the server side of a publish.
+
+Strategy. Everything here is sans-IO (h11's model): objects are fed a
+:class:`~membuf.Reader` over received bytes and return parsed messages or
+raise ``NeedMore``; bytes to send come back from :meth:`ServerSession.data_to_send`.
+The same code therefore runs on a StreamReader's buffer, a captured file or
+a test's list of byte splits.
+
+Layers, bottom up:
+
+* Handshake (spec section 5.2): read C0+C1 (1 + 1536 bytes), answer
+  S0+S1+S2 at once (S2 echoes C1), read C2 (1536 bytes, not checked). No
+  digest: ffmpeg checks the server's digest only when it *plays* from a
+  server that announces version >= 3, and S1 here announces 0.
+* Chunk stream (section 5.3): :class:`ChunkReader`. A chunk header is 1-3
+  bytes of basic header (fmt, chunk stream id), a 11/7/3/0-byte message
+  header for fmt 0/1/2/3, and a 4-byte extended timestamp when the 24-bit
+  field is 0xFFFFFF (repeated on fmt-3 chunks of such a message, as ffmpeg
+  and Flash do: accepted when present, not required). The header is parsed
+  from one ``peek`` and committed with one ``skip``, so a partial header
+  consumes nothing. On the first chunk of a message the whole message is
+  malloc'd as one segment of a :class:`~membuf.RecyclableMemory` (Monibuca's
+  model) and every chunk payload is copied into it with ``read_into`` as it
+  arrives, so a peer's chunk size never forces us to buffer a whole chunk,
+  and the finished message is retained independently of the receive buffer.
+* Session: :class:`ServerSession` speaks the publish flow ffmpeg, OBS and
+  librtmp use: ``connect`` -> Window Ack Size, Set Peer Bandwidth, Set Chunk
+  Size, ``_result``; ``releaseStream`` / ``FCPublish`` -> ``_result``;
+  ``createStream`` -> ``_result`` with stream id 1; ``publish`` -> Stream
+  Begin + ``onStatus NetStream.Publish.Start``; ``FCUnpublish`` /
+  ``deleteStream`` / ``closeStream`` end the stream. It sends
+  Acknowledgements when the peer set a window. Audio, video and data
+  messages come out as :class:`Media` events that own their message.
+
+Invariants: a chunk stream's state changes only after its whole header was
+read; a message is handed out exactly once and then belongs to the caller
+(who must ``recycle`` it); control messages are recycled here.
+
+Not handled: playing (``play`` is answered with an error status), AMF3
+object encoding (AMF3 *commands* with AMF0 bodies are accepted), aggregate
+messages (type 22, counted and dropped), shared objects.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ..allocator import Allocator
+from ..errors import MalformedError, NeedMore
+from ..memory import Memory, RecyclableMemory
+from ..reader import Reader
+from . import amf0
+
+__all__ = [
+    "ChunkReader",
+    "Message",
+    "ServerSession",
+    "Publish",
+    "Media",
+    "Unpublish",
+    "encode_chunks",
+]
+
+SET_CHUNK_SIZE, ABORT, ACK, USER_CONTROL, WINDOW_ACK_SIZE, SET_PEER_BANDWIDTH = 1, 2, 3, 4, 5, 6
+AUDIO, VIDEO, DATA_AMF3, COMMAND_AMF3, DATA_AMF0, COMMAND_AMF0, AGGREGATE = 8, 9, 15, 17, 18, 20, 22
+HANDSHAKE_SIZE = 1536
+MAX_CHUNK_SIZE = 0x7FFFFFFF
+_NO_EXT = -1
+
+
+@dataclass
+class Message:
+    """One reassembled RTMP message; ``body`` owns exactly the message bytes."""
+
+    type: int
+    stream_id: int
+    timestamp: int
+    csid: int
+    body: RecyclableMemory
+
+    def view(self) -> memoryview:
+        """The body as one memoryview (it is always a single segment)."""
+        for seg in self.body:
+            return seg
+        return memoryview(b"")
+
+    def reader(self) -> Reader:
+        return self.body.reader()
+
+
+class _ChunkStream:
+    """Per chunk-stream-id state: the last header seen and the message being filled."""
+
+    __slots__ = ("csid", "timestamp", "delta", "length", "type", "stream_id", "ext", "body",
+                 "buf", "filled")
+
+    def __init__(self, csid: int) -> None:
+        self.csid = csid
+        self.timestamp = self.delta = self.length = self.type = self.stream_id = 0
+        self.ext = _NO_EXT          # extended timestamp field of the current message, or -1
+        self.body: RecyclableMemory | None = None
+        self.buf = memoryview(b"")
+        self.filled = 0
+
+
+class ChunkReader:
+    """Reassemble RTMP messages from chunks (sans-IO).
+
+    Args:
+        allocator: where message bodies are malloc'd.
+        max_message: the largest message accepted (the format allows 16 MiB).
+
+    ``read_message(r)`` returns the next complete message or raises
+    ``NeedMore`` after consuming every complete chunk piece it could: call it
+    again with the same Reader once more bytes arrived. Set Chunk Size and
+    Abort are applied here (they change how chunks parse) and also returned.
+    """
+
+    def __init__(self, allocator: Allocator, max_message: int = 16 << 20) -> None:
+        self.allocator = allocator
+        self.max_message = max_message
+        self.chunk_size = 128
+        self.bytes_read = 0
+        self._streams: dict[int, _ChunkStream] = {}
+        self._cur: _ChunkStream | None = None   # chunk whose payload is being copied
+        self._left = 0                          # payload bytes of that chunk still to copy
+
+    def read_message(self, r: Reader) -> Message:
+        """Next complete message. Raises NeedMore (progress kept) or MalformedError."""
+        while True:
+            cs = self._cur
+            if cs is None:
+                cs = self._read_header(r)
+            left = self._left
+            if left:
+                n = min(left, len(r))
+                if not n:
+                    raise NeedMore(f"RTMP chunk payload needs {left} more bytes", left)
+                end = cs.filled + n
+                r.read_into(cs.buf[cs.filled:end])
+                cs.filled = end
+                self.bytes_read += n
+                self._left = left = left - n
+                if left:
+                    raise NeedMore(f"RTMP chunk payload needs {left} more bytes", left)
+            self._cur = None
+            if cs.filled == cs.length:
+                body = cs.body
+                assert body is not None
+                cs.body = None
+                msg = Message(cs.type, cs.stream_id, cs.timestamp, cs.csid, body)
+                if msg.type == SET_CHUNK_SIZE or msg.type == ABORT:
+                    self._control(msg)
+                return msg
+
+    def _read_header(self, r: Reader) -> _ChunkStream:
+        head = r.peek(min(18, len(r)))  # the longest header: 3 + 11 + 4
+        if not head:
+            raise NeedMore("RTMP chunk header needs at least 1 byte", 1)
+        fmt, csid, i = head[0] >> 6, head[0] & 0x3F, 1
+        if csid < 2:
+            i = 2 + csid
+            if len(head) < i:
+                raise NeedMore("RTMP chunk basic header is incomplete", i - len(head))
+            csid = 64 + head[1] + (head[2] << 8 if csid else 0)
+        need = i + (11, 7, 3, 0)[fmt]
+        if len(head) < need:
+            raise NeedMore("RTMP chunk header is incomplete", need - len(head))
+        cs = self._streams.get(csid)
+        if cs is None:
+            if fmt:
+                raise MalformedError(f"RTMP chunk stream {csid} starts with a fmt {fmt} header;"
+                                     " its first chunk must be fmt 0 (corrupt or misaligned)")
+            if len(self._streams) >= 64:
+                raise MalformedError("RTMP peer opened more than 64 chunk streams")
+            cs = self._streams[csid] = _ChunkStream(csid)
+        new = cs.body is None
+        if not new and fmt < 3:
+            raise MalformedError(f"RTMP chunk stream {csid}: fmt {fmt} header in the middle of a"
+                                 f" {cs.length}-byte message ({cs.filled} received)")
+        ts_field, length, mtype, sid = -1, cs.length, cs.type, cs.stream_id
+        if fmt < 3:
+            ts_field = int.from_bytes(head[i:i + 3], "big")
+            if fmt < 2:
+                length = int.from_bytes(head[i + 3:i + 6], "big")
+                mtype = head[i + 6]
+                if fmt == 0:
+                    sid = int.from_bytes(head[i + 7:i + 11], "little")
+        ext = _NO_EXT
+        if ts_field == 0xFFFFFF:
+            if len(head) < need + 4:
+                raise NeedMore("RTMP extended timestamp is incomplete", need + 4 - len(head))
+            ext = int.from_bytes(head[need:need + 4], "big")
+            need += 4
+        elif fmt == 3 and cs.ext != _NO_EXT and len(head) >= need + 4:
+            # a repeated extended timestamp on a continuation chunk: skip it if it is there
+            if int.from_bytes(head[need:need + 4], "big") == cs.ext:
+                need += 4
+        if new:
+            if length > self.max_message:
+                raise MalformedError(f"RTMP message of {length} bytes on chunk stream {csid},"
+                                     f" over max_message={self.max_message}")
+            if fmt == 0:
+                cs.timestamp = ts = ext if ext != _NO_EXT else ts_field
+                cs.delta = ts
+            else:
+                if fmt < 3:
+                    cs.delta = ext if ext != _NO_EXT else ts_field
+                cs.timestamp = (cs.timestamp + cs.delta) & 0xFFFFFFFF
+            if fmt < 3:
+                cs.ext = ext
+            cs.length, cs.type, cs.stream_id = length, mtype, sid
+            body = cs.body = RecyclableMemory(self.allocator)
+            cs.buf = body.next_n(length)
+            cs.filled = 0
+        r.skip(need)
+        self.bytes_read += need
+        self._cur = cs
+        self._left = min(self.chunk_size, cs.length - cs.filled)
+        return cs
+
+    def _control(self, msg: Message) -> None:
+        v = msg.view()
+        if len(v) < 4:
+            raise MalformedError(f"RTMP control message type {msg.type} has {len(v)} bytes, needs 4")
+        value = int.from_bytes(v[:4], "big") & 0x7FFFFFFF
+        if msg.type == SET_CHUNK_SIZE:
+            if value < 1:
+                raise MalformedError("RTMP Set Chunk Size to 0")
+            self.chunk_size = value
+        else:  # Abort: drop the partial message on that chunk stream
+            cs = self._streams.get(value)
+            if cs is not None and cs.body is not None:
+                cs.body.recycle()
+                cs.body = None
+
+    def close(self) -> None:
+        """Recycle every partially received message."""
+        for cs in self._streams.values():
+            if cs.body is not None:
+                cs.body.recycle()
+                cs.body = None
+        self._cur = None
+        self._left = 0
+
+    def pending(self) -> int:
+        """Bytes of messages received in part (nonzero at a clean end means truncation)."""
+        return sum(cs.filled for cs in self._streams.values() if cs.body is not None)
+
+
+def encode_chunks(mtype: int, payload: bytes | Memory, *, csid: int = 2, stream_id: int = 0,
+                  timestamp: int = 0, chunk_size: int = 128) -> Memory:
+    """Split one message into chunks: a fmt-0 header, then fmt-3 headers between pieces.
+
+    Zero-copy: the payload pieces are views of ``payload`` (``Reader.range``),
+    interleaved with the small headers, ready for one gather write.
+    """
+    if not 2 <= csid <= 63:
+        raise ValueError(f"csid {csid} needs a 1-byte basic header (2..63)")
+    body = payload if isinstance(payload, Memory) else Memory(payload)
+    ts = min(timestamp, 0xFFFFFF)
+    out = Memory(bytes((csid,)) + ts.to_bytes(3, "big") + len(body).to_bytes(3, "big")
+                 + bytes((mtype,)) + stream_id.to_bytes(4, "little")
+                 + (timestamp.to_bytes(4, "big") if ts == 0xFFFFFF else b""))
+    cont = bytes((0xC0 | csid,)) + (timestamp.to_bytes(4, "big") if ts == 0xFFFFFF else b"")
+    r = body.reader()
+    first = True
+    while first or len(r):
+        if not first:
+            out.push(cont)
+        first = False
+        for piece in r.range(min(chunk_size, len(r))):
+            out.push(piece)
+    return out
+
+
+# --- the server session ----------------------------------------------------------------
+
+
+@dataclass
+class Publish:
+    """A client started publishing ``app/name``."""
+
+    app: str
+    name: str
+
+
+@dataclass
+class Media:
+    """An audio (8), video (9) or data (18) message; the receiver must recycle ``message.body``."""
+
+    message: Message
+
+
+@dataclass
+class Unpublish:
+    """The client stopped publishing (FCUnpublish, deleteStream or closeStream)."""
+
+    app: str
+    name: str
+
+
+Event = Publish | Media | Unpublish
+
+
+class ServerSession:
+    """The server side of an RTMP connection that publishes (sans-IO).
+
+    Args:
+        allocator: where message bodies are malloc'd.
+        chunk_size: the chunk size announced to, and used for, the peer.
+        window: the acknowledgement window announced to the peer.
+
+    Feed it a Reader over the received bytes: :meth:`next_event` returns the
+    next :class:`Publish`, :class:`Media` or :class:`Unpublish` (commands and
+    control messages are answered internally), or raises ``NeedMore``. After
+    each call, send what :meth:`data_to_send` returns.
+    """
+
+    def __init__(self, allocator: Allocator, chunk_size: int = 4096,
+                 window: int = 2_500_000) -> None:
+        self.chunks = ChunkReader(allocator)
+        self.out_chunk_size = chunk_size
+        self.window = window
+        self.state = "c0c1"
+        self.app = ""
+        self.name = ""
+        self.publishing = False
+        self.peer_window = 0
+        self._acked = 0
+        self._out: list[Any] = []
+
+    # -- bytes out ---------------------------------------------------------
+
+    def data_to_send(self) -> list[Any]:
+        """Bytes-like pieces to send, in order (empties the queue)."""
+        out, self._out = self._out, []
+        return out
+
+    def _send(self, mtype: int, payload: bytes, *, csid: int = 2, stream_id: int = 0) -> None:
+        self._out.extend(encode_chunks(mtype, payload, csid=csid, stream_id=stream_id,
+                                       chunk_size=self.out_chunk_size))
+
+    def _command(self, *values: Any, stream_id: int = 0) -> None:
+        self._send(COMMAND_AMF0, amf0.encode(*values), csid=5 if stream_id else 3,
+                   stream_id=stream_id)
+
+    # -- bytes in ----------------------------------------------------------
+
+    def next_event(self, r: Reader) -> Event:
+        """The next event; raises NeedMore when ``r`` holds no complete one."""
+        if self.state != "open":
+            self._handshake(r)
+        while True:
+            before = self.chunks.bytes_read
+            try:
+                msg = self.chunks.read_message(r)
+            finally:
+                self._maybe_ack(self.chunks.bytes_read - before)
+            t = msg.type
+            if t == VIDEO or t == AUDIO or t == DATA_AMF0:
+                return Media(msg)
+            try:
+                event = self._handle(msg)
+            finally:
+                msg.body.recycle()
+            if event is not None:
+                return event
+
+    def _handshake(self, r: Reader) -> None:
+        if self.state == "c0c1":
+            with r.transaction():
+                version = r.read_byte()
+                c1 = r.read_bytes(HANDSHAKE_SIZE)
+            if version != 3:
+                raise MalformedError(f"RTMP handshake: C0 version {version}, expected 3"
+                                     " (not RTMP, or RTMPE/RTMPT)")
+            s1 = bytes(8) + os.urandom(HANDSHAKE_SIZE - 8)  # time 0, zero version: no digest
+            self._out += [b"\x03", s1, c1]                  # S0, S1, S2 = echo of C1
+            self.state = "c2"
+        if self.state == "c2":
+            r.skip(HANDSHAKE_SIZE)  # C2: an echo of S1, not checked (ffmpeg's is not)
+            self.state = "open"
+
+    def _maybe_ack(self, n: int) -> None:
+        if self.peer_window and self.chunks.bytes_read - self._acked >= self.peer_window:
+            self._acked = self.chunks.bytes_read
+            self._send(ACK, (self._acked & 0xFFFFFFFF).to_bytes(4, "big"))
+
+    def _handle(self, msg: Message) -> Event | None:
+        t = msg.type
+        if t == WINDOW_ACK_SIZE:
+            v = msg.view()
+            if len(v) >= 4:
+                self.peer_window = int.from_bytes(v[:4], "big")
+            return None
+        if t == COMMAND_AMF0 or t == COMMAND_AMF3:
+            r = msg.reader()
+            if t == COMMAND_AMF3 and len(r):
+                r.skip(1)  # AMF3 command messages start with a format byte, then AMF0
+            args = amf0.decode_all(r)
+            if not args or not isinstance(args[0], str):
+                raise MalformedError(f"RTMP command without a name: {args[:3]!r}")
+            return self._on_command(args[0], args[1:], msg.stream_id)
+        return None  # Ack, User Control, Set Peer Bandwidth, Set Chunk Size, aggregate...
+
+    def _on_command(self, name: str, args: list[Any], stream_id: int) -> Event | None:
+        tid = args[0] if args and isinstance(args[0], float) else 0.0
+        rest = args[2:]
+        if name == "connect":
+            info = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
+            self.app = str(info.get("app", "")).strip("/")
+            self._send(WINDOW_ACK_SIZE, self.window.to_bytes(4, "big"))
+            self._send(SET_PEER_BANDWIDTH, self.window.to_bytes(4, "big") + b"\x02")
+            self._send(SET_CHUNK_SIZE, self.out_chunk_size.to_bytes(4, "big"))
+            self._command("_result", tid,
+                          {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0},
+                          {"level": "status", "code": "NetConnection.Connect.Success",
+                           "description": "Connection succeeded.", "objectEncoding": 0.0})
+        elif name == "createStream":
+            self._command("_result", tid, None, 1.0)
+        elif name in ("releaseStream", "FCPublish"):
+            self._command("_result", tid, None, amf0.UNDEFINED)
+        elif name == "publish":
+            self.name = str(rest[0]) if rest else ""
+            self._send(USER_CONTROL, b"\x00\x00" + (stream_id or 1).to_bytes(4, "big"))
+            self._command("onStatus", 0.0, None,
+                          {"level": "status", "code": "NetStream.Publish.Start",
+                           "description": f"{self.name} is now published.", "details": self.name},
+                          stream_id=stream_id or 1)
+            self.publishing = True
+            return Publish(self.app, self.name)
+        elif name in ("FCUnpublish", "deleteStream", "closeStream"):
+            if self.publishing:
+                self.publishing = False
+                return Unpublish(self.app, self.name)
+        elif name == "play":
+            self._command("onStatus", 0.0, None,
+                          {"level": "error", "code": "NetStream.Play.Failed",
+                           "description": "this server only ingests"}, stream_id=stream_id or 1)
+        elif tid:
+            self._command("_error", tid, None,
+                          {"level": "error", "code": "NetConnection.Call.Failed",
+                           "description": f"unknown command {name}"})
+        return None
+
+    def close(self) -> None:
+        """Recycle partial messages (call when the connection ends)."""
+        self.chunks.close()
