@@ -140,7 +140,8 @@ class IngestServer:
     async def _handle(self, conn: Connection) -> None:
         self.connections += 1
         try:
-            peer = "%s:%d" % conn.stream.socket.getpeername()[:2]
+            host, port = conn.stream.socket.getpeername()[:2]
+            peer = f"{host}:{port}"
         except OSError:
             peer = "?"
         try:
