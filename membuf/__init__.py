@@ -8,6 +8,9 @@ from .errors import MalformedError as MalformedError
 from .errors import MembufError as MembufError
 from .errors import MemoryLimitError as MemoryLimitError
 from .errors import NeedMore as NeedMore
+from .memory import Memory as Memory
+from .memory import RecyclableMemory as RecyclableMemory
+from .reader import Reader as Reader
 
 __version__ = "0.1.0"
 
@@ -19,5 +22,8 @@ __all__ = [
     "MalformedError",
     "MembufError",
     "MemoryLimitError",
+    "Memory",
     "NeedMore",
+    "Reader",
+    "RecyclableMemory",
 ]

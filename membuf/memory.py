@@ -1,0 +1,460 @@
+"""Memory (a list of byte segments) and RecyclableMemory (one that owns some).
+
+Strategy. A :class:`Memory` is a scatter/gather buffer: a Python list of
+one-dimensional unsigned-byte memoryviews kept by reference (never copied),
+plus a running total length updated on every push, so ``len(m)`` is O(1) and
+never recomputed. Readers (``membuf.reader``) share the list object itself, so
+a Reader sees segments pushed after it was made.
+
+Invariants:
+
+* ``_size == sum(len(s) for s in _segs)`` after every public call.
+* ``_segs`` is only ever mutated in place (append/extend/del), never rebound:
+  Readers hold the same list.
+* ``_dropped`` / ``_dsegs`` count the bytes / segments ever removed from the
+  front (``Reader.clip_front``, ``clear``). Readers keep absolute positions and
+  subtract these, so clipping by one Reader does not corrupt another (GoMem's
+  ``ClipFront`` bug).
+
+:class:`RecyclableMemory` adds ownership: ``_own`` runs parallel to ``_segs``
+(the index of the segment's owned range in ``_pairs``, or -1 for a segment held
+by reference) and ``_pairs`` is a flat ``[addr0, len0, addr1, len1, ...]`` list
+of owned native ranges that ``recycle`` frees in one native call. The
+finalizer closes over that list (not over the object), so it never keeps the
+object alive. Bytes handed to a ``clip_front`` release callback leave
+``_pairs`` exactly (the range shrinks or goes to length 0), so nothing is ever
+freed twice.
+
+Not handled on purpose: thread safety (one Memory per task), strided views
+(refused with ``TypeError``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import traceback
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from .errors import FreeError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .allocator import Allocator
+    from .reader import Reader
+
+__all__ = ["Memory", "RecyclableMemory"]
+
+_IOV_MAX: int = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+
+
+def as_view(obj: Any) -> memoryview:
+    """``obj`` as a 1-D unsigned-byte memoryview over the same bytes (no copy).
+
+    Raises:
+        TypeError: ``obj`` is not bytes-like, or is not C-contiguous.
+    """
+    mv = obj if type(obj) is memoryview else memoryview(obj)
+    if mv.format != "B" or mv.ndim != 1:
+        try:
+            mv = mv.cast("B")
+        except TypeError:
+            raise TypeError(
+                f"Memory segments must be contiguous bytes-like objects, got a "
+                f"non-contiguous {type(obj).__name__}; copy it with bytes() first"
+            ) from None
+    elif not mv.c_contiguous:
+        raise TypeError(
+            "Memory segments must be contiguous; got a strided memoryview, copy it with bytes() first"
+        )
+    return mv
+
+
+class Memory:
+    """An ordered list of byte segments held by reference, with a running length.
+
+    Args:
+        *segments: bytes-like objects (bytes, bytearray, memoryview, mmap, array...).
+
+    >>> m = Memory(b"hel", bytearray(b"lo"))
+    >>> m.push(memoryview(b" world"))
+    >>> len(m), m.count, m.to_bytes()
+    (11, 3, b'hello world')
+    >>> m == Memory(b"hello", b" ", b"world") == b"hello world"
+    True
+    """
+
+    __slots__ = ("_segs", "_size", "_dropped", "_dsegs", "__weakref__")
+
+    def __init__(self, *segments: Any) -> None:
+        self._segs: list[memoryview] = []
+        self._size = 0
+        self._dropped = 0      # bytes ever removed from the front
+        self._dsegs = 0        # segments ever removed from the front
+        if segments:
+            self.push(*segments)
+
+    # -- building -----------------------------------------------------------
+
+    def push(self, *segments: Any) -> None:
+        """Append segments by reference (no copy). Empty segments are kept and harmless.
+
+        Raises:
+            TypeError: a segment is not a contiguous bytes-like object.
+        """
+        segs = self._segs
+        for obj in segments:
+            mv = as_view(obj)
+            segs.append(mv)
+            self._size += len(mv)
+
+    def extend(self, other: Memory) -> None:
+        """Append every segment of ``other`` by reference (``other`` is unchanged)."""
+        self._segs.extend(other._segs)
+        self._size += other._size
+
+    def clear(self) -> None:
+        """Drop every segment. A Reader at the end keeps working on later pushes."""
+        self._dropped += self._size
+        self._dsegs += len(self._segs)
+        self._segs.clear()
+        self._size = 0
+
+    # -- looking ------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._size
+
+    @property
+    def count(self) -> int:
+        """Number of segments (empty ones included)."""
+        return len(self._segs)
+
+    def __iter__(self) -> Iterator[memoryview]:
+        """The segments as memoryviews, in order (the views themselves, no copy)."""
+        return iter(self._segs)
+
+    def to_bytes(self) -> bytes:
+        """A copy of all the bytes, joined."""
+        segs = self._segs
+        if len(segs) == 1:
+            return bytes(segs[0])
+        return b"".join(segs)
+
+    def copy_to(self, dst: Any) -> int:
+        """Copy every byte into the start of the writable buffer ``dst``.
+
+        Returns:
+            The number of bytes written (``len(self)``).
+
+        Raises:
+            ValueError: ``dst`` is shorter than ``len(self)``; nothing is written.
+            TypeError: ``dst`` is not a writable bytes-like object.
+        """
+        out = as_view(dst)
+        if out.readonly:
+            raise TypeError(f"copy_to needs a writable buffer, got a read-only {type(dst).__name__}")
+        if len(out) < self._size:
+            raise ValueError(
+                f"copy_to needs {self._size} bytes, the destination has {len(out)}; nothing written"
+            )
+        pos = 0
+        for seg in self._segs:
+            n = len(seg)
+            out[pos : pos + n] = seg
+            pos += n
+        return pos
+
+    def reader(self) -> Reader:
+        """A new :class:`~membuf.Reader` at the start of this Memory."""
+        from .reader import Reader  # the reader layer sits on top of this one
+
+        return Reader(self)
+
+    # -- comparing ----------------------------------------------------------
+
+    def __eq__(self, other: object) -> bool:
+        """Content equality with another Memory or any bytes-like, however split."""
+        if isinstance(other, Memory):
+            if other._size != self._size:
+                return False
+            theirs: Iterable[memoryview] = other._segs
+        else:
+            try:
+                view = as_view(other)
+            except TypeError:
+                return NotImplemented
+            if len(view) != self._size:
+                return False
+            theirs = (view,)
+        return _same_content(self._segs, theirs)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        head = self.to_bytes()[:16] if self._size <= 4096 else bytes(self._segs[0][:16])
+        more = "..." if self._size > 16 else ""
+        return f"<{type(self).__name__} {self._size} bytes in {len(self._segs)} segments {head!r}{more}>"
+
+    # -- writing out ----------------------------------------------------------
+
+    def write_to(self, target: Any) -> int:
+        """Write every byte with gather writes (``socket.sendmsg`` or ``os.writev``).
+
+        Partial writes are continued until everything is written; the Memory is
+        left unchanged. Meant for blocking sockets and file descriptors: if the
+        target raises ``BlockingIOError`` after part of the data went out,
+        the exception's ``characters_written`` says how much did.
+
+        Args:
+            target: a socket, an int file descriptor, or an object with ``fileno()``.
+
+        Returns:
+            The number of bytes written (``len(self)``).
+
+        >>> import os
+        >>> rfd, wfd = os.pipe()
+        >>> Memory(b"ab", b"", b"cd").write_to(wfd), os.read(rfd, 10)
+        (4, b'abcd')
+        >>> os.close(rfd); os.close(wfd)
+        """
+        send: Callable[[list[memoryview]], int]
+        if isinstance(target, socket.socket):
+            send = target.sendmsg
+        else:
+            fd = target if isinstance(target, int) else target.fileno()
+            send = functools.partial(os.writev, fd)
+
+        pending = [s for s in self._segs if len(s)]
+        total = 0
+        i = 0
+        while i < len(pending):
+            try:
+                sent = send(pending[i : i + _IOV_MAX])
+            except InterruptedError:
+                continue
+            except BlockingIOError as exc:
+                exc.characters_written = total
+                raise
+            total += sent
+            while sent:                     # step over what went out, maybe mid-segment
+                n = len(pending[i])
+                if sent >= n:
+                    sent -= n
+                    i += 1
+                else:
+                    pending[i] = pending[i][sent:]
+                    sent = 0
+        return total
+
+    # -- hooks for Reader.clip_front ----------------------------------------
+
+    def _drop_front(self, nsegs: int, head: int, release: bool) -> list[memoryview]:
+        """Remove ``nsegs`` whole segments and ``head`` bytes of the next one.
+
+        Returns the removed pieces (non-empty ones only). ``release`` says the
+        caller hands them to a release callback (ownership leaves this Memory).
+        """
+        segs = self._segs
+        pieces = [s for s in segs[:nsegs] if len(s)]
+        dropped = sum(len(s) for s in pieces)
+        del segs[:nsegs]
+        self._dsegs += nsegs
+        if head:
+            seg = segs[0]
+            pieces.append(seg[:head])
+            segs[0] = seg[head:]
+            dropped += head
+        self._size -= dropped
+        self._dropped += dropped
+        return pieces
+
+
+def _same_content(a: Iterable[memoryview], b: Iterable[memoryview]) -> bool:
+    """Compare two equal-length segment sequences piece by piece, without joining."""
+    ia, ib = iter(a), iter(b)
+    va = vb = memoryview(b"")
+    while True:
+        while not len(va):
+            va = next(ia, None)  # type: ignore[arg-type]
+            if va is None:
+                return True          # equal total lengths: b is exhausted too
+        while not len(vb):
+            vb = next(ib)
+        n = min(len(va), len(vb))
+        if va[:n] != vb[:n]:
+            return False
+        va, vb = va[n:], vb[n:]
+
+
+def _free_owned(allocator: Any, pairs: list[int], origin: str | None) -> None:
+    """Finalizer of a RecyclableMemory collected without ``recycle``."""
+    live = _live_pairs(pairs)
+    pairs.clear()
+    if not live:
+        return
+    if origin is not None:
+        warnings.warn(
+            f"RecyclableMemory with {len(live) // 2} owned segments was collected without "
+            f"recycle(); freed by its finalizer. It was made at:\n{origin}",
+            ResourceWarning,
+            stacklevel=2,
+        )
+    allocator._free_batch(live)
+
+
+def _live_pairs(pairs: list[int]) -> list[int]:
+    out: list[int] = []
+    for i in range(0, len(pairs), 2):
+        if pairs[i + 1]:
+            out += (pairs[i], pairs[i + 1])
+    return out
+
+
+class RecyclableMemory(Memory):
+    """A Memory that owns some of its segments and frees them together.
+
+    Args:
+        allocator: the :class:`~membuf.Allocator` that owned segments come from.
+
+    Owned segments come from :meth:`next_n` or :meth:`push_owned`; segments
+    added with :meth:`push` or :meth:`extend` are references and are never
+    freed here. :meth:`recycle` frees every owned byte in one native call and
+    clears the Memory; leaving a ``with`` block recycles; an object collected
+    without ``recycle`` frees its owned bytes through a finalizer (and warns
+    with a ``ResourceWarning`` naming where it was made when the allocator
+    is in debug mode). :meth:`clear` only forgets segments: owned bytes stay
+    owned until ``recycle``.
+
+    >>> from membuf import Allocator
+    >>> with Allocator() as a, RecyclableMemory(a) as rm:
+    ...     rm.next_n(3)[:] = b"abc"
+    ...     rm.push(b"def")                       # a reference, never freed
+    ...     rm.to_bytes(), a.stats().in_use
+    (b'abcdef', 3)
+    """
+
+    __slots__ = ("allocator", "_own", "_pairs", "_finalizer")
+
+    def __init__(self, allocator: Allocator) -> None:
+        super().__init__()
+        self.allocator = allocator
+        self._own: list[int] = []      # parallel to _segs: pair index or -1
+        self._pairs: list[int] = []    # addr0, len0, addr1, len1, ...
+        origin = None
+        if getattr(allocator, "debug", False):
+            origin = "".join(traceback.format_stack(limit=8)[:-1])
+        self._finalizer = weakref.finalize(self, _free_owned, allocator, self._pairs, origin)
+
+    # -- owned segments -----------------------------------------------------
+
+    def next_n(self, n: int) -> memoryview:
+        """Malloc ``n`` bytes, append them as an owned segment and return them (writable).
+
+        Raises:
+            ValueError: ``n`` is negative.
+            MemoryLimitError: the allocator cannot grow.
+        """
+        view, addr = self.allocator._malloc_addr(n)
+        self._append_owned(view, addr)
+        return view
+
+    def push_owned(self, view: Any) -> None:
+        """Take ownership of ``view``, which was malloc'd from this allocator.
+
+        Raises:
+            FreeError: the allocator does not own every byte of ``view``.
+        """
+        mv = as_view(view)
+        if not len(mv):
+            self._own.append(-1)
+            self._segs.append(mv)
+            return
+        if not self.allocator.owns(mv):
+            raise FreeError(
+                f"push_owned of {len(mv)} bytes that this allocator does not own; "
+                "push() it by reference instead"
+            )
+        from ._native import ffi
+
+        self._append_owned(mv, int(ffi.cast("uintptr_t", ffi.from_buffer(mv))))
+
+    def _append_owned(self, view: memoryview, addr: int) -> None:
+        n = len(view)
+        if n:
+            self._own.append(len(self._pairs) // 2)
+            self._pairs += (addr, n)
+        else:
+            self._own.append(-1)
+        self._segs.append(view)
+        self._size += n
+
+    def recycle(self) -> None:
+        """Free every owned byte (one native call), then clear.
+
+        Raises:
+            FreeError: an owned range was already freed elsewhere; nothing is freed
+                and the Memory is left as it was.
+        """
+        live = _live_pairs(self._pairs)
+        self.allocator._free_batch(live)
+        self._pairs.clear()
+        self._own.clear()
+        Memory.clear(self)
+
+    @property
+    def owned_bytes(self) -> int:
+        """How many bytes this object still owns (and ``recycle`` will free)."""
+        return sum(self._pairs[1::2])
+
+    def __enter__(self) -> RecyclableMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.recycle()
+
+    # -- keep _own parallel to _segs ----------------------------------------
+
+    def push(self, *segments: Any) -> None:
+        views = [as_view(s) for s in segments]
+        self._segs.extend(views)
+        self._own.extend([-1] * len(views))
+        self._size += sum(len(v) for v in views)
+
+    def extend(self, other: Memory) -> None:
+        super().extend(other)
+        self._own.extend([-1] * len(other._segs))
+
+    def clear(self) -> None:
+        """Forget every segment; owned bytes stay owned until :meth:`recycle`."""
+        super().clear()
+        self._own.clear()
+
+    def _drop_front(self, nsegs: int, head: int, release: bool) -> list[memoryview]:
+        if release:                          # ownership of the pieces leaves with them
+            own, segs = self._own, self._segs
+            for i in range(nsegs):
+                if own[i] >= 0:
+                    self._release_owned(own, i, len(segs[i]), len(segs[i]))
+            if head and own[nsegs] >= 0:
+                self._release_owned(own, nsegs, len(segs[nsegs]), head)
+        del self._own[:nsegs]
+        return super()._drop_front(nsegs, head, release)
+
+    def _release_owned(self, own: list[int], i: int, size: int, h: int) -> None:
+        """Segment ``i`` (the last ``size`` bytes of its owned range) gives away its first ``h``."""
+        pairs = self._pairs
+        k = own[i]
+        addr, length = pairs[2 * k], pairs[2 * k + 1]
+        kept_before = length - size          # bytes clipped earlier without a release
+        if kept_before == 0:
+            pairs[2 * k] = addr + h
+            pairs[2 * k + 1] = length - h
+        else:                                # split: [kept_before] [given away] [rest]
+            pairs[2 * k + 1] = kept_before
+            if size > h:
+                own[i] = len(pairs) // 2
+                pairs += (addr + kept_before + h, size - h)

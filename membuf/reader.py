@@ -1,0 +1,651 @@
+"""Reader: a cursor over a Memory with atomic, zero-copy reads.
+
+Strategy. Everything is built on three internal primitives, as in Rust's
+``bytes::Buf``:
+
+* the contiguous view at the cursor: ``_cur[_pos:_end]`` (``_settle`` moves
+  the cursor onto the next segment that has a byte, following segments pushed
+  after the Reader was made);
+* the bytes remaining: ``_remaining()``, computed from the Memory's running
+  total, never by walking segments;
+* advance: ``_advance(n)`` / ``_gather(n)`` (the latter also returns the views
+  it stepped over), for an ``n`` already known to be available.
+
+Every public read first tries a fast path that only touches the current
+segment (one bounds check, then ``struct.unpack_from`` or an index on the
+segment view); anything else goes to one shared slow path that checks what
+remains *before* moving (so ``NeedMore`` and ``MalformedError`` consume
+nothing), then gathers across segments.
+
+Positions are absolute: ``_base`` is the absolute offset of ``_cur``'s first
+byte and ``_si`` its absolute segment number, counted from the very first byte
+and segment the Memory ever held. The Memory counts what ``clip_front`` and
+``clear`` removed (``_dropped``, ``_dsegs``), so list index = ``_si - _dsegs``.
+A clip by one Reader therefore leaves another Reader over the same Memory
+coherent as long as it is at or after the clip point; a Reader left behind a
+clip point raises ``MembufError`` when it next changes segment (its cached
+view of the current segment is, like any view, the user's to stop using).
+
+Complexity: fast paths O(1); slow paths O(segments touched); ``find`` is
+O(bytes scanned) with the segment search in C (``mb_scan_find``) for
+segments larger than a few hundred bytes.
+
+Not handled on purpose: thread safety (one Reader per task).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from struct import Struct
+from types import TracebackType
+from typing import Any
+
+from ._native import ffi, lib
+from .errors import MalformedError, MembufError, NeedMore
+from .memory import Memory, as_view
+
+__all__ = ["Reader"]
+
+_EMPTY = memoryview(b"")
+_BE: dict[int, Callable[..., tuple[int]]] = {
+    n: Struct(">" + c).unpack_from for n, c in ((1, "B"), (2, "H"), (4, "I"), (8, "Q"))
+}
+_LE: dict[int, Callable[..., tuple[int]]] = {
+    n: Struct("<" + c).unpack_from for n, c in ((1, "B"), (2, "H"), (4, "I"), (8, "Q"))
+}
+_SMALL_FIND = 512          # segments up to this size are searched with bytes.find
+_new_memory = Memory.__new__
+_find_native = lib.mb_scan_find
+_from_buffer = ffi.from_buffer
+
+
+def _memory(views: list[memoryview], size: int) -> Memory:
+    """A Memory over already-normalised views (no per-segment checks)."""
+    m = _new_memory(Memory)
+    m._segs = views
+    m._size = size
+    m._dropped = 0
+    m._dsegs = 0
+    return m
+
+
+def _search(view: memoryview, sub: bytes) -> int:
+    if len(view) <= _SMALL_FIND:
+        return view.tobytes().find(sub)
+    return int(_find_native(_from_buffer(view), len(view), sub, len(sub)))
+
+
+class Reader:
+    """A cursor over a :class:`~membuf.Memory`; every read is atomic.
+
+    Args:
+        memory: the Memory to read (shared, not copied); a new empty one if omitted.
+
+    When fewer bytes remain than a read needs, it raises :class:`~membuf.NeedMore`
+    (``.needed`` more bytes) and consumes nothing; malformed input raises
+    :class:`~membuf.MalformedError` and consumes nothing.
+
+    >>> r = Reader.from_bytes(b"\\x00\\x2a\\xe5\\x8e", b"\\x26rest")
+    >>> r.read_be(2), r.read_leb128(), len(r), r.offset
+    (42, 624485, 4, 5)
+    >>> r.read_be(8)
+    Traceback (most recent call last):
+    ...
+    membuf.errors.NeedMore: read_be(8) needs 8 bytes, 4 are buffered; retry when 4 more arrive
+    """
+
+    __slots__ = ("_m", "_segs", "_si", "_cur", "_pos", "_end", "_base", "_start")
+
+    def __init__(self, memory: Memory | None = None) -> None:
+        m = Memory() if memory is None else memory
+        self._m = m
+        self._segs = m._segs
+        self._start = m._dropped
+        self._park()
+        self._settle()
+
+    @classmethod
+    def from_bytes(cls, *bufs: Any) -> Reader:
+        """A Reader over a new Memory of ``bufs`` (kept by reference)."""
+        return cls(Memory(*bufs))
+
+    # -- the three primitives and their helpers -------------------------------
+
+    def _park(self) -> None:
+        """Put the cursor before the Memory's first segment (on an empty view)."""
+        m = self._m
+        self._si = m._dsegs - 1
+        self._cur = _EMPTY
+        self._pos = self._end = 0
+        self._base = m._dropped
+
+    def _next(self) -> bool:
+        """Step from an exhausted ``_cur`` to the next segment; False if there is none."""
+        m = self._m
+        if self._base + self._end < m._dropped:
+            raise MembufError(
+                "this Reader is behind bytes that clip_front() or clear() removed from its "
+                "Memory (another Reader clipped them); make a new Reader"
+            )
+        i = self._si + 1 - m._dsegs
+        if i < 0:                     # our segment was clipped away whole, exactly at our end
+            self._park()
+            i = 0
+        segs = self._segs
+        if i >= len(segs):
+            return False
+        cur = segs[i]
+        self._base += self._end
+        self._si += 1
+        self._cur = cur
+        self._pos = 0
+        self._end = len(cur)
+        return True
+
+    def _settle(self) -> bool:
+        """Move onto a segment with an unread byte; False when none is buffered."""
+        while self._pos == self._end:
+            if not self._next():
+                return False
+        return True
+
+    def _remaining(self) -> int:
+        m = self._m
+        return m._dropped + m._size - self._base - self._pos
+
+    def _advance(self, n: int) -> None:
+        """Consume ``n`` bytes, which must be available."""
+        while True:
+            avail = self._end - self._pos
+            if n <= avail:
+                self._pos += n
+                return
+            n -= avail
+            self._pos = self._end
+            if not self._next():
+                raise AssertionError("Reader._advance past the end")  # pragma: no cover
+
+    def _gather(self, n: int) -> list[memoryview]:
+        """Consume ``n`` available bytes; return the non-empty views they span."""
+        out: list[memoryview] = []
+        while True:
+            pos, end = self._pos, self._end
+            if n <= end - pos:
+                if n:
+                    out.append(self._cur[pos : pos + n])
+                self._pos = pos + n
+                return out
+            if pos < end:
+                out.append(self._cur[pos:end])
+                n -= end - pos
+            self._pos = end
+            if not self._next():
+                raise AssertionError("Reader._gather past the end")  # pragma: no cover
+
+    def _save(self) -> tuple[int, memoryview, int, int, int]:
+        return (self._si, self._cur, self._pos, self._end, self._base)
+
+    def _restore(self, st: tuple[int, memoryview, int, int, int]) -> None:
+        self._si, self._cur, self._pos, self._end, self._base = st
+
+    def _need(self, what: str, n: int) -> NeedMore:
+        have = self._remaining()
+        return NeedMore(
+            f"{what} needs {n} bytes, {have} are buffered; retry when {n - have} more arrive",
+            needed=n - have,
+        )
+
+    def _check_size(self, what: str, n: int) -> None:
+        if type(n) is not int or n < 0:
+            raise MalformedError(f"{what} size must be an int >= 0, got {n!r}")
+        if n > self._remaining():
+            raise self._need(f"{what}({n})", n)
+
+    # -- state ----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Bytes left to read (including segments pushed since the Reader was made)."""
+        m = self._m
+        return m._dropped + m._size - self._base - self._pos
+
+    @property
+    def offset(self) -> int:
+        """Bytes consumed since the Reader was made (``unread`` lowers it)."""
+        return self._base + self._pos - self._start
+
+    @property
+    def memory(self) -> Memory:
+        """The Memory this Reader reads."""
+        return self._m
+
+    def __repr__(self) -> str:
+        return f"<Reader offset={self.offset} remaining={len(self)} over {self._m!r}>"
+
+    # -- integers ---------------------------------------------------------------
+
+    def read_byte(self) -> int:
+        """Consume and return one byte.
+
+        Raises:
+            NeedMore: nothing is buffered.
+        """
+        pos = self._pos
+        if pos < self._end:
+            self._pos = pos + 1
+            return self._cur[pos]
+        if self._settle():
+            pos = self._pos
+            self._pos = pos + 1
+            return self._cur[pos]
+        raise self._need("read_byte()", 1)
+
+    def peek_byte(self) -> int:
+        """Return the next byte without consuming it.
+
+        Raises:
+            NeedMore: nothing is buffered.
+        """
+        if self._pos < self._end or self._settle():
+            return self._cur[self._pos]
+        raise self._need("peek_byte()", 1)
+
+    def read_be(self, n: int) -> int:
+        """Consume an ``n``-byte big-endian unsigned integer, ``1 <= n <= 8``.
+
+        Raises:
+            NeedMore: fewer than ``n`` bytes are buffered.
+            MalformedError: ``n`` is out of range.
+        """
+        pos = self._pos
+        end = pos + n
+        if end <= self._end:
+            unpack = _BE.get(n)
+            if unpack is not None:
+                self._pos = end
+                return unpack(self._cur, pos)[0]
+        return self._read_int(n, "big")
+
+    def read_le(self, n: int) -> int:
+        """Consume an ``n``-byte little-endian unsigned integer, ``1 <= n <= 8``.
+
+        Raises:
+            NeedMore: fewer than ``n`` bytes are buffered.
+            MalformedError: ``n`` is out of range.
+        """
+        pos = self._pos
+        end = pos + n
+        if end <= self._end:
+            unpack = _LE.get(n)
+            if unpack is not None:
+                self._pos = end
+                return unpack(self._cur, pos)[0]
+        return self._read_int(n, "little")
+
+    def _read_int(self, n: int, order: Any) -> int:
+        what = "read_be" if order == "big" else "read_le"
+        if type(n) is not int or not 1 <= n <= 8:
+            raise MalformedError(f"{what}(n) reads 1 to 8 bytes, got n={n!r}")
+        if self._settle() and n <= self._end - self._pos:
+            pos = self._pos
+            self._pos = pos + n
+            return int.from_bytes(self._cur[pos : pos + n], order)
+        if n > self._remaining():
+            raise self._need(f"{what}({n})", n)
+        return int.from_bytes(b"".join(self._gather(n)), order)
+
+    def read_leb128(self) -> int:
+        """Consume an unsigned LEB128 varint (at most 10 bytes, value below 2**64).
+
+        Raises:
+            NeedMore: the varint is not complete yet.
+            MalformedError: it is longer than 10 bytes or over 64 bits.
+
+        >>> Reader.from_bytes(b"\\xe5\\x8e\\x26").read_leb128()
+        624485
+        """
+        cur = self._cur
+        pos = self._pos
+        try:
+            b = cur[pos]
+            if b < 0x80:
+                self._pos = pos + 1
+                return b
+            v = b & 0x7F
+            b = cur[pos + 1]
+            if b < 0x80:
+                self._pos = pos + 2
+                return v | b << 7
+            v |= (b & 0x7F) << 7
+            b = cur[pos + 2]
+            if b < 0x80:
+                self._pos = pos + 3
+                return v | b << 14
+        except IndexError:
+            pass
+        return self._read_varint(False)
+
+    def read_sleb128(self) -> int:
+        """Consume a signed LEB128 varint (at most 10 bytes, a 64-bit signed value).
+
+        Raises:
+            NeedMore: the varint is not complete yet.
+            MalformedError: it is longer than 10 bytes or outside 64-bit range.
+
+        >>> Reader.from_bytes(b"\\xc0\\xbb\\x78").read_sleb128()
+        -123456
+        """
+        cur = self._cur
+        pos = self._pos
+        try:
+            b = cur[pos]
+            if b < 0x80:
+                self._pos = pos + 1
+                return b - 0x80 if b & 0x40 else b
+            v = b & 0x7F
+            b = cur[pos + 1]
+            if b < 0x80:
+                self._pos = pos + 2
+                v |= b << 7
+                return v - 0x4000 if b & 0x40 else v
+        except IndexError:
+            pass
+        return self._read_varint(True)
+
+    def _read_varint(self, signed: bool) -> int:
+        """Slow path for both LEB128 flavours: look at up to 10 bytes, then consume."""
+        name = "read_sleb128()" if signed else "read_leb128()"
+        st = self._save()
+        data = b"".join(self._gather(min(10, self._remaining())))
+        self._restore(st)
+        v = shift = length = 0
+        for b in data:
+            v |= (b & 0x7F) << shift
+            shift += 7
+            length += 1
+            if b < 0x80:
+                break
+        else:
+            if len(data) == 10:
+                raise MalformedError(f"{name}: a LEB128 value longer than 10 bytes ({data.hex(' ')} ...)")
+            raise self._need(name, len(data) + 1)
+        if length == 10 and (b not in (0, 0x7F) if signed else b > 1):
+            raise MalformedError(f"{name}: a LEB128 value over 64 bits ({data.hex(' ')})")
+        self._advance(length)
+        if signed and b & 0x40:
+            v -= 1 << shift
+        return v
+
+    # -- bytes ----------------------------------------------------------------
+
+    def read_bytes(self, n: int) -> bytes:
+        """Consume ``n`` bytes and return a copy of them.
+
+        Raises:
+            NeedMore: fewer than ``n`` bytes are buffered.
+            MalformedError: ``n`` is negative.
+        """
+        pos = self._pos
+        if 0 <= n <= self._end - pos:
+            self._pos = pos + n
+            return self._cur[pos : pos + n].tobytes()
+        self._check_size("read_bytes", n)
+        return b"".join(self._gather(n))
+
+    def peek(self, n: int) -> bytes:
+        """Return a copy of the next ``n`` bytes without consuming them.
+
+        Raises:
+            NeedMore: fewer than ``n`` bytes are buffered.
+            MalformedError: ``n`` is negative.
+        """
+        pos = self._pos
+        if 0 <= n <= self._end - pos:
+            return self._cur[pos : pos + n].tobytes()
+        self._check_size("peek", n)
+        st = self._save()
+        data = b"".join(self._gather(n))
+        self._restore(st)
+        return data
+
+    def read_into(self, buf: Any) -> int:
+        """Fill the start of the writable buffer ``buf`` with up to ``len(buf)`` bytes.
+
+        Returns:
+            How many bytes were copied: ``min(len(buf), len(self))`` (never raises NeedMore).
+        """
+        out = as_view(buf)
+        n = min(len(out), self._remaining())
+        pos = 0
+        for piece in self._gather(n):
+            k = len(piece)
+            out[pos : pos + k] = piece
+            pos += k
+        return n
+
+    def take(self, n: int) -> Memory:
+        """Consume ``n`` bytes and return them as a Memory of views (zero-copy).
+
+        Raises:
+            NeedMore: fewer than ``n`` bytes are buffered.
+            MalformedError: ``n`` is negative.
+        """
+        pos = self._pos
+        if 0 < n <= self._end - pos:
+            self._pos = pos + n
+            return _memory([self._cur[pos : pos + n]], n)
+        self._check_size("take", n)
+        return _memory(self._gather(n), n)
+
+    def range(self, n: int) -> Iterator[memoryview]:
+        """Consume ``n`` bytes and return the views they span (zero-copy, non-empty).
+
+        Raises:
+            NeedMore: fewer than ``n`` bytes are buffered.
+            MalformedError: ``n`` is negative.
+        """
+        self._check_size("range", n)
+        return iter(self._gather(n))
+
+    def skip(self, n: int) -> None:
+        """Consume ``n`` bytes without looking at them.
+
+        Raises:
+            NeedMore: fewer than ``n`` bytes are buffered.
+            MalformedError: ``n`` is negative.
+        """
+        pos = self._pos
+        if 0 <= n <= self._end - pos:
+            self._pos = pos + n
+            return
+        self._check_size("skip", n)
+        self._advance(n)
+
+    def unread(self, n: int) -> None:
+        """Step the cursor back ``n`` bytes (not before the Reader's start or a clip).
+
+        Raises:
+            MalformedError: ``n`` is negative or more than can be stepped back.
+        """
+        m = self._m
+        here = self._base + self._pos
+        back = here - max(self._start, m._dropped)
+        if type(n) is not int or not 0 <= n <= back:
+            raise MalformedError(f"unread(n) can step back 0 to {back} bytes here, got n={n!r}")
+        segs = self._segs
+        while n > self._pos:
+            n -= self._pos
+            prev = segs[self._si - 1 - m._dsegs]
+            self._si -= 1
+            self._cur = prev
+            self._end = self._pos = len(prev)
+            self._base -= len(prev)
+        self._pos -= n
+
+    # -- searching ----------------------------------------------------------------
+
+    def find(self, sub: bytes) -> int:
+        """Offset of the first ``sub`` at or after the cursor, counted from it; -1 if absent.
+
+        >>> Reader.from_bytes(b"GET / HT", b"TP/1.1\\r", b"\\n").find(b"\\r\\n")
+        14
+        """
+        return self._find(bytes(sub), self._remaining())
+
+    def _find(self, sub: bytes, limit: int) -> int:
+        """``find`` restricted to matches that end within the next ``limit`` bytes."""
+        m = len(sub)
+        if m == 0:
+            return 0
+        limit = min(limit, self._remaining())
+        if m > limit:
+            return -1
+        segs, i = self._segs, self._si - self._m._dsegs
+        seg, pos = self._cur, self._pos
+        seen = 0                    # bytes looked at before `view`
+        carry = b""                 # the last m - 1 of them
+        while True:
+            view = seg[pos : pos + limit - seen]
+            if view:
+                if carry:           # a match straddling the boundary starts in carry
+                    j = (carry + view[: m - 1].tobytes()).find(sub)
+                    if 0 <= j < len(carry):
+                        return seen - len(carry) + j
+                j = _search(view, sub)
+                if j >= 0:
+                    return seen + j
+                seen += len(view)
+                if seen >= limit:
+                    return -1
+                if m > 1:
+                    carry = (carry + view[1 - m :].tobytes())[1 - m :]
+            i += 1
+            if i >= len(segs):
+                return -1
+            seg, pos = segs[i], 0
+
+    def read_until(self, delim: bytes, max_size: int) -> Memory:
+        """Consume up to and including ``delim``; return what came before it (zero-copy).
+
+        Args:
+            delim: the delimiter (non-empty).
+            max_size: the most bytes allowed before the delimiter.
+
+        Raises:
+            NeedMore: no delimiter yet and fewer than ``max_size + len(delim)`` bytes buffered.
+            MalformedError: no delimiter within ``max_size + len(delim)`` bytes, or a bad
+                argument. Nothing is consumed.
+
+        >>> r = Reader.from_bytes(b"HTTP/1.1 200 OK\\r", b"\\nrest")
+        >>> r.read_until(b"\\r\\n", 100).to_bytes(), r.read_bytes(4)
+        (b'HTTP/1.1 200 OK', b'rest')
+        """
+        if not delim:
+            raise MalformedError("read_until needs a non-empty delimiter")
+        if type(max_size) is not int or max_size < 0:
+            raise MalformedError(f"read_until max_size must be an int >= 0, got {max_size!r}")
+        d = bytes(delim)
+        window = max_size + len(d)
+        j = self._find(d, window)
+        if j < 0:
+            have = self._remaining()
+            if have >= window:
+                raise MalformedError(
+                    f"read_until: no {d!r} within {window} bytes (max_size={max_size}); "
+                    "nothing consumed"
+                )
+            raise NeedMore(
+                f"read_until({d!r}): no delimiter in the {have} bytes buffered; retry when more arrive",
+                needed=1,
+            )
+        out = self.take(j) if j else Memory()
+        self._advance(len(d))
+        return out
+
+    # -- releasing consumed bytes ---------------------------------------------------
+
+    def clip_front(self, release: Callable[[memoryview], Any] | None = None) -> list[memoryview]:
+        """Remove the consumed prefix from the Memory; return (and release) its pieces.
+
+        Every fully consumed segment, and the consumed head of a partly consumed
+        one (as a view), is handed to ``release`` in order (for example
+        ``allocator.free``) and returned. The partly consumed segment is
+        replaced by its unread tail. ``len(self)`` and ``offset`` are unchanged;
+        ``unread`` can no longer step back over the clipped bytes.
+        For a RecyclableMemory, pieces handed to ``release`` are no longer owned
+        by it; with no ``release`` they stay owned until ``recycle``.
+
+        Raises:
+            MembufError: another Reader already clipped bytes this one has not read.
+
+        >>> m = Memory(b"ab", b"cd", b"ef")
+        >>> r = m.reader(); r.skip(3)
+        >>> [bytes(p) for p in r.clip_front()], m.to_bytes(), r.read_bytes(3)
+        ([b'ab', b'c'], b'def', b'def')
+        """
+        m = self._m
+        here = self._base + self._pos
+        if here < m._dropped:
+            raise MembufError("clip_front: another Reader already clipped past this one's cursor")
+        local = self._si - m._dsegs
+        if local < 0:
+            nsegs = head = 0
+        else:
+            nsegs = local + 1 if self._pos == self._end else local
+            segs = self._segs
+            head = here - m._dropped - sum(len(s) for s in segs[:nsegs])
+            while not head and nsegs < len(segs) and not len(segs[nsegs]):
+                nsegs += 1            # empty segments at the cursor go too
+        pieces = m._drop_front(nsegs, head, release is not None)
+        if head:
+            cur = self._segs[0]
+            self._si = m._dsegs
+            self._cur = cur
+            self._pos = 0
+            self._end = len(cur)
+            self._base = m._dropped
+        else:
+            self._park()
+            self._settle()
+        if release is not None:
+            for piece in pieces:
+                release(piece)
+        return pieces
+
+    # -- transactions -------------------------------------------------------------------
+
+    def transaction(self) -> _Transaction:
+        """A context manager: a ``NeedMore`` inside rewinds the Reader to where it began.
+
+        The exception still propagates (catch it outside the ``with``).
+
+        >>> r = Reader.from_bytes(b"\\x00\\x05ab")
+        >>> try:
+        ...     with r.transaction():
+        ...         n = r.read_be(2); body = r.read_bytes(n)
+        ... except NeedMore:
+        ...     pass
+        >>> r.offset
+        0
+        """
+        return _Transaction(self)
+
+
+class _Transaction:
+    __slots__ = ("_r", "_st")
+
+    def __init__(self, reader: Reader) -> None:
+        self._r = reader
+        self._st = reader._save()
+
+    def __enter__(self) -> Reader:
+        self._st = self._r._save()
+        return self._r
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if et is not None and issubclass(et, NeedMore):
+            r = self._r
+            if self._st[4] + self._st[2] < r._m._dropped:
+                raise MembufError("transaction cannot rewind past bytes that were clipped") from ev
+            r._restore(self._st)
