@@ -17,6 +17,7 @@ Contenders (same stream, same per-frame work):
   raw recv_into      trio ``sock.recv_into`` into one reused buffer, no parsing: the limit
   membuf views       ``rx.frames(codec, views=True, batch=True)``
   membuf Memory      ``rx.frames(codec)`` (one Memory per frame)
+  membuf read_exactly ``await rx.read_leb128()`` + ``await rx.read_exactly(n)`` per frame
   trio bytearray     trio ``receive_some`` + bytearray accumulate + parse + slice per frame
   asyncio readexactly asyncio ``StreamReader.readexactly`` per prefix byte and payload
   anyio exactly      anyio ``BufferedByteReceiveStream.receive_exactly`` (asyncio backend)
@@ -168,6 +169,26 @@ async def membuf_memory(stream: trio.SocketStream) -> Checksum:
     return frames, payload, first
 
 
+async def membuf_read_exactly(stream: trio.SocketStream) -> Checksum:
+    frames = payload = first = 0
+    async with membuf.StreamReader(stream) as rx:
+        read_leb128, read_exactly = rx.read_leb128, rx.read_exactly
+        while True:
+            try:
+                n = await read_leb128()
+            except membuf.IncompleteReadError as exc:
+                if exc.partial:
+                    raise
+                break
+            f = await read_exactly(n)
+            frames += 1
+            payload += len(f)
+            for seg in f:
+                first += seg[0]
+                break
+    return frames, payload, first
+
+
 def run_trio(receiver: Callable[[trio.SocketStream], Any], workload: str, total: int,
              seed: int) -> tuple[float, Any]:
     async def main() -> tuple[float, Any]:
@@ -301,6 +322,7 @@ CONTENDERS: dict[str, tuple[Callable[..., tuple[float, Any]], Callable[..., Any]
     "raw recv_into 64K": (run_trio, trio_raw64),
     "membuf views": (run_trio, membuf_views),
     "membuf Memory": (run_trio, membuf_memory),
+    "membuf read_exactly": (run_trio, membuf_read_exactly),
     "trio bytearray": (run_trio, trio_bytearray),
     "asyncio readexactly": (run_asyncio, asyncio_readexactly),
     "anyio exactly": (run_anyio, anyio_exactly),

@@ -11,12 +11,19 @@ from .errors import NeedMore as NeedMore
 from .memory import Memory as Memory
 from .memory import RecyclableMemory as RecyclableMemory
 from .reader import Reader as Reader
+from .stream import Connection as Connection
+from .stream import StreamReader as StreamReader
+from .stream import StreamStats as StreamStats
+from .stream import open_tcp as open_tcp
+from .stream import send_memory as send_memory
+from .stream import serve_tcp as serve_tcp
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Allocator",
     "AllocatorStats",
+    "Connection",
     "FreeError",
     "IncompleteReadError",
     "MalformedError",
@@ -26,4 +33,9 @@ __all__ = [
     "NeedMore",
     "Reader",
     "RecyclableMemory",
+    "StreamReader",
+    "StreamStats",
+    "open_tcp",
+    "send_memory",
+    "serve_tcp",
 ]
