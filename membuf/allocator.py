@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from dataclasses import dataclass, fields
 from typing import Any
 
 from ._native import ffi, lib
+from .debug import DebugTracker, Leak
 from .errors import FreeError, MemoryLimitError
 
 __all__ = ["Allocator", "AllocatorStats"]
@@ -63,6 +65,9 @@ class AllocatorStats:
 
 STAT_FIELDS = tuple(f.name for f in fields(AllocatorStats))
 
+# every Allocator alive in this process, for membuf.testing's leak check
+LIVE_ALLOCATORS: weakref.WeakSet[Allocator] = weakref.WeakSet()
+
 
 def _fmt(n: int) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -81,7 +86,9 @@ class Allocator:
         max_bytes: cap on reserved memory (arenas, spare included); ``None`` for none.
         strategy: ``"first-fit"`` (lowest address) or ``"best-fit"`` (smallest range).
         hugepages: ask the kernel for transparent huge pages (falls back silently).
-        debug: reserved for the debug mode (poisoning, quarantine, leak reports).
+        debug: poison fresh and freed bytes, quarantine freed ranges, remember the
+            stack of every allocation for :meth:`leaks` (also ``MEMBUF_DEBUG=1``).
+            Slower; see docs/reliability.md.
 
     Raises:
         ValueError: a size or strategy that cannot work.
@@ -120,6 +127,14 @@ class Allocator:
         self._scratch: memoryview = _EMPTY
         self._stats = ffi.new("mb_stats *")
         self._lock = threading.Lock()             # guards the view cache, not native state
+        self._debug: DebugTracker | None = None
+        LIVE_ALLOCATORS.add(self)
+        if self.debug:
+            self._debug = DebugTracker()
+            self._debug_lock = threading.RLock()
+            # instance attributes shadow the fast methods: normal allocators never pay
+            self.malloc = self._debug_malloc       # type: ignore[method-assign]
+            self.free = self._debug_free           # type: ignore[method-assign]
 
     # -- the hot pair ------------------------------------------------------
 
@@ -195,16 +210,41 @@ class Allocator:
             p = ffi.from_buffer(mv)
         except (TypeError, BufferError, ValueError):
             return False
-        return len(p) > 0 and bool(lib.mb_alloc_owns(self._h, p, len(p)))
+        if not len(p) or not lib.mb_alloc_owns(self._h, p, len(p)):
+            return False
+        if self._debug is not None:   # quarantined bytes are freed, whatever the index says
+            return self._debug.quarantine_overlap(int(ffi.cast("uintptr_t", p)), len(p)) is None
+        return True
 
     def stats(self) -> AllocatorStats:
         """Exact counters (one native call)."""
         s = self._stats
         lib.mb_alloc_stats(self._h, s)
+        if self._debug is not None and self._debug.quarantined:
+            # quarantined bytes are freed as far as the user is concerned
+            q = self._debug.quarantined
+            values = {name: getattr(s, name) for name in STAT_FIELDS}
+            values["in_use"] -= q
+            values["frees"] += len(self._debug._quarantine)
+            return AllocatorStats(**values)
         return AllocatorStats(*(getattr(s, name) for name in STAT_FIELDS))
+
+    def leaks(self) -> list[Leak]:
+        """Every live allocated range with the stack that made it (debug mode only).
+
+        Raises:
+            RuntimeError: the allocator is not in debug mode.
+        """
+        if self._debug is None:
+            raise RuntimeError("leaks() needs Allocator(debug=True) or MEMBUF_DEBUG=1")
+        with self._debug_lock:
+            return self._debug.leaks()
 
     def trim(self) -> int:
         """Release every completely free arena, the spare included; returns how many."""
+        if self._debug is not None:
+            with self._debug_lock:
+                self._native_free_pairs(self._debug.drain())
         released = int(lib.mb_alloc_trim(self._h))
         if released:
             self._sync_views()
@@ -212,6 +252,8 @@ class Allocator:
 
     def reset(self) -> None:
         """Forget every allocation and unmap every arena: all views become dangling."""
+        if self._debug is not None:
+            self._debug.clear()
         lib.mb_alloc_reset(self._h)
         self._sync_views()
 
@@ -259,10 +301,71 @@ class Allocator:
         """
         if not pairs:
             return
+        if self._debug is not None:
+            self._debug_free_batch(pairs)
+            return
         arr = ffi.new("uint64_t[]", pairs)
         r = lib.mb_alloc_free_batch(self._h, arr, len(pairs) // 2)
         if r:
             self._after_free(r, None)
+
+    # -- debug mode (see membuf/debug.py) --------------------------------------
+
+    def _debug_malloc(self, n: int) -> memoryview:
+        mv, address = self._malloc_addr(n)
+        if n:
+            assert self._debug is not None
+            with self._debug_lock:
+                self._debug.on_malloc(address, mv)
+        return mv
+
+    def _debug_free(self, mv: Any) -> None:
+        try:
+            p = _from_buffer(mv, require_writable=True)
+        except (TypeError, BufferError, ValueError) as exc:
+            raise FreeError(f"free needs a contiguous buffer, got {_describe(mv)}: {exc}") from None
+        n = len(p)
+        if not n:
+            return
+        address = int(ffi.cast("uintptr_t", p))
+        assert self._debug is not None
+        with self._debug_lock:
+            self._debug_check(address, n)
+            self._native_free_pairs(self._debug.on_free(address, memoryview(ffi.buffer(p, n))))
+
+    def _debug_check(self, address: int, n: int) -> None:
+        assert self._debug is not None
+        hit = self._debug.quarantine_overlap(address, n)
+        if hit is not None:
+            raise FreeError(
+                f"free of {n} bytes at {address:#x}: bytes {hit[0]:#x}..{hit[0] + hit[1]:#x} "
+                "were already freed and are in quarantine (double free); nothing was freed"
+            )
+        if not self._debug.covered(address, n):
+            # not live: let the native index name the problem (foreign, double, overlap)
+            r = _native_free(self._h, ffi.cast("char *", address), n)
+            if r < 0:
+                self._after_free(r, None)
+            raise AssertionError("debug records and the native index disagree")  # pragma: no cover
+
+    def _debug_free_batch(self, pairs: list[int]) -> None:
+        assert self._debug is not None
+        ranges = list(zip(pairs[::2], pairs[1::2], strict=True))
+        with self._debug_lock:
+            for address, n in ranges:          # all or nothing: check everything first
+                if n:
+                    self._debug_check(address, n)
+            for address, n in ranges:
+                if n:
+                    view = memoryview(ffi.buffer(ffi.cast("char *", address), n))
+                    self._native_free_pairs(self._debug.on_free(address, view))
+
+    def _native_free_pairs(self, ranges: list[tuple[int, int]]) -> None:
+        if ranges:
+            flat = [x for r in ranges for x in r]
+            r = lib.mb_alloc_free_batch(self._h, ffi.new("uint64_t[]", flat), len(ranges))
+            if r:
+                self._after_free(r, None)
 
     def _malloc_failed(self, n: int, code: int) -> memoryview:
         if n == 0:

@@ -14,6 +14,7 @@ PACKAGE = pathlib.Path(membuf.__file__).resolve().parent
 RANK = {
     "errors": 0,
     "_native": 0,
+    "debug": 1,       # the allocator's debug mode: poison, quarantine, tracebacks
     "allocator": 1,
     "memory": 2,      # memory and reader are one layer: Memory.reader() returns a Reader
     "reader": 2,
