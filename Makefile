@@ -28,8 +28,10 @@ test: $(STAMP) test-c lint test-py
 test-py: $(STAMP)
 	$(PY) -m pytest -q
 
+LINT_DIRS := $(wildcard membuf tests benchmarks examples fuzz)
+
 lint: $(STAMP)
-	$(PY) -m ruff check membuf tests benchmarks examples
+	$(PY) -m ruff check $(LINT_DIRS)
 	$(PY) -m mypy
 
 # C tests: built and run under AddressSanitizer + UndefinedBehaviorSanitizer.
