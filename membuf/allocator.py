@@ -135,6 +135,7 @@ class Allocator:
             # instance attributes shadow the fast methods: normal allocators never pay
             self.malloc = self._debug_malloc       # type: ignore[method-assign]
             self.free = self._debug_free           # type: ignore[method-assign]
+            self._malloc_addr = self._debug_malloc_addr  # type: ignore[method-assign]
 
     # -- the hot pair ------------------------------------------------------
 
@@ -312,12 +313,15 @@ class Allocator:
     # -- debug mode (see membuf/debug.py) --------------------------------------
 
     def _debug_malloc(self, n: int) -> memoryview:
-        mv, address = self._malloc_addr(n)
+        return self._debug_malloc_addr(n, internal_frames=3)[0]
+
+    def _debug_malloc_addr(self, n: int, internal_frames: int = 2) -> tuple[memoryview, int]:
+        mv, address = Allocator._malloc_addr(self, n)
         if n:
             assert self._debug is not None
             with self._debug_lock:
-                self._debug.on_malloc(address, mv)
-        return mv
+                self._debug.on_malloc(address, mv, internal_frames)
+        return mv, address
 
     def _debug_free(self, mv: Any) -> None:
         try:

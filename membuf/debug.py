@@ -59,9 +59,11 @@ class DebugTracker:
 
     # -- malloc ------------------------------------------------------------
 
-    def on_malloc(self, address: int, view: memoryview) -> None:
+    def on_malloc(self, address: int, view: memoryview, internal_frames: int = 2) -> None:
+        """Poison fresh bytes and remember the caller's stack (minus membuf's own frames)."""
         view[:] = bytes([POISON_FRESH]) * len(view)
-        stack = traceback.extract_stack(limit=self.stack_depth + 2)[:-2]
+        skip = internal_frames
+        stack = traceback.extract_stack(limit=self.stack_depth + skip)[:-skip]
         bisect.insort(self._starts, address)
         self._live[address] = (len(view), stack)
 
