@@ -15,6 +15,9 @@ packets for ``-f obu`` and IVF input), OBUs by type, and shown frames
 bits say ``show_existing_frame`` or ``show_frame``. Hidden (alt-ref) frames
 are counted apart.
 
+A MalformedError means the stream is corrupt or misaligned; where the Reader
+is left after one is unspecified.
+
 Not handled: scalability (several spatial layers per temporal unit are
 counted as several shown frames), and OBUs without a size field outside a
 container that gives their length (the low-overhead format forbids them).

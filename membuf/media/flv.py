@@ -17,6 +17,9 @@ message body is exactly an FLV tag body. So this module has two layers:
 configuration tags (AVC/HEVC/AAC sequence headers), AVC end-of-sequence tags,
 video info/command frames, empty bodies and script data are not frames.
 
+A MalformedError means the stream is corrupt or misaligned and cannot be
+resynchronised; where the Reader is left after one is unspecified.
+
 Not handled: encrypted tags (the filter bit) are refused; AMF3 script data
 is counted but not decoded.
 """

@@ -194,8 +194,10 @@ class ChunkReader:
                 raise NeedMore("RTMP extended timestamp is incomplete", need + 4 - len(head))
             ext = int.from_bytes(head[need:need + 4], "big")
             need += 4
-        elif fmt == 3 and cs.ext != _NO_EXT and len(head) >= need + 4:
-            # a repeated extended timestamp on a continuation chunk: skip it if it is there
+        elif fmt == 3 and cs.ext != _NO_EXT:
+            # a repeated extended timestamp on a fmt-3 chunk: skip it if it is there
+            if len(head) < need + 4:
+                raise NeedMore("RTMP chunk: cannot tell a repeated extended timestamp yet", 4)
             if int.from_bytes(head[need:need + 4], "big") == cs.ext:
                 need += 4
         if new:
@@ -385,9 +387,10 @@ class ServerSession:
             self.state = "open"
 
     def _maybe_ack(self, n: int) -> None:
-        if self.peer_window and self.chunks.bytes_read - self._acked >= self.peer_window:
-            self._acked = self.chunks.bytes_read
-            self._send(ACK, (self._acked & 0xFFFFFFFF).to_bytes(4, "big"))
+        received = self.chunks.bytes_read + 2 * HANDSHAKE_SIZE + 1  # the sequence counts C0-C2
+        if self.peer_window and received - self._acked >= self.peer_window:
+            self._acked = received
+            self._send(ACK, (received & 0xFFFFFFFF).to_bytes(4, "big"))
 
     def _handle(self, msg: Message) -> Event | None:
         t = msg.type
