@@ -280,9 +280,15 @@ class RtmpServer(IngestServer):
                 if not session.publishing:
                     _quickack(conn)
             if session.chunks.pending():
-                raise IncompleteReadError(
-                    f"the stream ended inside an RTMP message ({session.chunks.pending()} bytes"
-                    " of it arrived)", partial=session.chunks.pending())
+                raise IncompleteReadError("", partial=0)  # worded below
+        except IncompleteReadError as e:
+            partial, where = e.partial, "an RTMP chunk header"
+            if session.state != "open":
+                where = "the RTMP handshake"
+            elif session.chunks.pending():
+                partial, where = session.chunks.pending(), "an RTMP message"
+            error = f"the stream ended inside {where} ({partial} bytes of it arrived)"
+            raise IncompleteReadError(error, partial) from None
         except BaseException as e:
             error = str(e) or type(e).__name__
             raise
@@ -335,6 +341,9 @@ class Av1Server(IngestServer):
             if tu is not None:
                 state.ring.push(tu)
                 tu = None
+        except IncompleteReadError as e:
+            error = f"the stream ended inside an OBU ({e.partial} bytes of it arrived)"
+            raise IncompleteReadError(error, e.partial) from None
         except BaseException as e:
             error = str(e) or type(e).__name__
             raise
