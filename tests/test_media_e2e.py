@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import trio
 from media_fixtures import (  # noqa: F401  (fixtures)
     AUDIO_IN,
