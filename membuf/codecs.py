@@ -34,7 +34,6 @@ __all__ = ["Framer", "LengthPrefixed", "Delimited"]
 
 _CAP = 4096                     # frames per native call (the offsets array holds 2 * _CAP)
 _from_buffer = ffi.from_buffer
-_unpack = ffi.unpack
 _scan = lib.mb_scan_frames
 _FULL = lib.MB_SCAN_FULL
 _MALFORMED = lib.MB_SCAN_MALFORMED
@@ -63,7 +62,9 @@ class Framer:
         self.max_frame = max_frame
         self.joined = 0
         self._offs = ffi.new("uint64_t[]", 2 * _CAP)
+        self._offv = memoryview(ffi.buffer(self._offs)).cast("Q")   # tolist() beats ffi.unpack
         self._state = ffi.new("uint64_t[2]")
+        self._stuck: tuple[memoryview, int] | None = None   # an incomplete frame already scanned
 
     def _slow_frame(self, reader: Reader) -> list[memoryview]:
         """Consume one frame that spans segments; return its body views.
@@ -74,27 +75,33 @@ class Framer:
 
     def _scan(self, reader: Reader, views: bool, allocator: Any) -> list[Any]:
         out: list[Any] = []
-        offs, state, kind = self._offs, self._state, self._kind
+        offs, offv, state, kind = self._offs, self._offv, self._state, self._kind
         delim, dlen, max_frame = self._delim, len(self._delim), self.max_frame
         while reader._pos < reader._end or reader._settle():
             cur, pos, end = reader._cur, reader._pos, reader._end
-            k = _scan(_from_buffer(cur), pos, end, kind, delim, dlen, max_frame, offs, _CAP, state)
-            if k:
-                it = iter(_unpack(offs, 2 * k))
-                if views:
-                    out += [cur[a:b] for a, b in zip(it, it, strict=False)]
-                else:
-                    out += [_memory([cur[a:b]], b - a) for a, b in zip(it, it, strict=False)]
-            stop, status = state[0], state[1]
-            reader._pos = stop
-            if status == _FULL or stop == end:
-                continue
-            if status == _MALFORMED:
-                if out:
-                    break                    # return what came before; the next call raises
-                self._malformed(reader)
+            stuck = self._stuck
+            if stuck is not None and stuck[0] is cur and stuck[1] == pos:
+                stop = pos                   # scanned last call: an incomplete frame starts here
+            else:
+                k = _scan(_from_buffer(cur), pos, end, kind, delim, dlen, max_frame, offs, _CAP, state)
+                if k:
+                    it = iter(offv[: 2 * k].tolist())
+                    if views:
+                        out += [cur[a:b] for a, b in zip(it, it, strict=False)]
+                    else:
+                        out += [_memory([cur[a:b]], b - a) for a, b in zip(it, it, strict=False)]
+                stop, status = state[0], state[1]
+                reader._pos = stop
+                if status == _FULL or stop == end:
+                    continue
+                if status == _MALFORMED:
+                    if out:
+                        break                # return what came before; the next call raises
+                    self._malformed(reader)
+            self._stuck = None
             if len(reader) == end - stop:
-                break                        # an incomplete frame and nothing after it yet
+                self._stuck = (cur, stop)    # an incomplete frame and nothing after it yet
+                break
             st = reader._save()
             try:
                 pieces = self._slow_frame(reader)
