@@ -271,3 +271,53 @@ def test_av1_truncated_and_bitflipped_streams(obu_file: Path) -> None:  # noqa: 
     errors = "\n".join(server.errors)
     assert "forbidden bit" in errors and "max_size" in errors and "truncated" in errors
     assert server.finished[-1].summary() == expected_av1(obu_file, "obu")
+
+
+# -- the examples ----------------------------------------------------------------
+
+
+def load_example(name: str) -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "examples" / name
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_example_walk_flv(flv_file: Path) -> None:  # noqa: F811
+    script = Path(__file__).resolve().parent.parent / "examples" / "media_probe" / "walk_flv.py"
+    res = subprocess.run([sys.executable, str(script), str(flv_file), "--limit", "8"],
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert res.returncode == 0, res.stderr
+    assert "video h264 config" in res.stdout and "IDR" in res.stdout
+
+
+def test_example_rtmp_record(flv_file: Path, tmp_path: Path) -> None:  # noqa: F811
+    from membuf.stream import serve_tcp
+
+    record = load_example("media_rtmp_record/record.py")
+    handler = record.make_handler(str(tmp_path))
+    done = trio.Event()
+
+    async def once(conn: Any) -> None:
+        try:
+            await handler(conn)
+        finally:
+            done.set()
+
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as n:
+                listeners = await n.start(serve_tcp, once, 0)
+                port = listeners[0].socket.getsockname()[1]
+                await in_thread("-i", str(flv_file), "-c", "copy", "-f", "flv",
+                                f"rtmp://127.0.0.1:{port}/live/rec")
+                await done.wait()
+                n.cancel_scope.cancel()
+
+    trio.run(main)
+    recorded = tmp_path / "live-rec.flv"
+    assert probe_json(recorded) == {**expected_flv(flv_file), "bytes": recorded.stat().st_size}

@@ -341,6 +341,10 @@ class ServerSession:
         out, self._out = self._out, []
         return out
 
+    def has_data_to_send(self) -> bool:
+        """True when replies are queued (after the handshake, before any event)."""
+        return bool(self._out)
+
     def _send(self, mtype: int, payload: bytes, *, csid: int = 2, stream_id: int = 0) -> None:
         self._out.extend(encode_chunks(mtype, payload, csid=csid, stream_id=stream_id,
                                        chunk_size=self.out_chunk_size))

@@ -255,7 +255,7 @@ class RtmpServer(IngestServer):
 
     async def ingest(self, conn: Connection, peer: str) -> None:
         session = rtmp.ServerSession(self.allocator)
-        codec = _SplitCodec(session.next_event, lambda: bool(session._out))
+        codec = _SplitCodec(session.next_event, session.has_data_to_send)
         state: StreamState | None = None
         error: str | None = None
         try:
