@@ -136,6 +136,24 @@ def test_av1_push_counts_match_ffprobe(media_dir: Path) -> None:  # noqa: F811
     assert server.allocator.stats().in_use == 0
 
 
+def test_rtmp_memory_stays_flat_for_a_long_stream(flv_file: Path) -> None:  # noqa: F811
+    """Frames live in a bounded ring: 25x more stream, same peak memory."""
+    peaks, sizes = [], []
+    for loops in (3, 75):
+        server = make(RtmpServer)
+
+        async def push(port: int, loops: int = loops) -> None:
+            await in_thread("-stream_loop", str(loops), "-i", str(flv_file), "-c", "copy",
+                            "-f", "flv", f"rtmp://127.0.0.1:{port}/live/long")
+
+        run_server(server, push)
+        assert not server.errors
+        peaks.append(server.allocator.stats().peak_in_use)
+        sizes.append(server.finished[0].counts.bytes)
+    assert sizes[1] > 15 * sizes[0]
+    assert peaks[1] < 1.5 * peaks[0] and peaks[1] < sizes[1] / 5
+
+
 # -- the command line ------------------------------------------------------------
 
 
