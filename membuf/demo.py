@@ -2,13 +2,31 @@
 
 Part 1 walks the allocator: malloc, partial free, growth past an arena and a
 dedicated arena, with ``stats()`` printed as a table after each step.
+
+Part 2 runs a loopback server and client over trio: the client gather-sends
+LEB128-framed messages (prefix and payload as separate segments, never
+joined), the server receives them into native memory and cuts them into
+batches of zero-copy views (``frames(codec, views=True, batch=True)``) and
+acknowledges every batch with a LEB128 count. Frames/s, MB/s and both
+allocators' stats are shown live (with ``rich`` when it is installed, plain
+carriage-return lines otherwise); at the end every byte is freed.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import trio
 
 from .allocator import STAT_FIELDS, Allocator, AllocatorStats
+from .errors import IncompleteReadError
+from .memory import Memory
+from .stream import Connection, open_tcp, serve_tcp
 
 
 def stats_table(rows: list[tuple[str, AllocatorStats]]) -> str:
@@ -54,10 +72,220 @@ def allocator_walkthrough(out: list[str] | None = None) -> Allocator:
     return a
 
 
+# -- part 2: loopback server and client ------------------------------------------------
+
+
+def leb128(n: int) -> bytes:
+    """Unsigned LEB128 encoding of ``n``."""
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | 0x80 if n else b)
+        if not n:
+            return bytes(out)
+
+
+def make_block(seed: int = 1, frames: int = 2000) -> tuple[Memory, int]:
+    """A Memory of ``frames`` messages (prefix and payload as separate segments).
+
+    Mostly 16..300 byte messages with a 16 KiB one every 50; returns the Memory
+    and the message count.
+    """
+    rng = random.Random(seed)
+    segments: list[bytes] = []
+    for i in range(frames):
+        n = 16 << 10 if i % 50 == 49 else rng.randint(16, 300)
+        segments += (leb128(n), rng.randbytes(n))
+    return Memory(*segments), frames
+
+
+@dataclass
+class Traffic:
+    """What the demo moved so far."""
+
+    sent_frames: int = 0
+    sent_bytes: int = 0
+    frames: int = 0          # received by the server
+    payload: int = 0         # payload bytes received by the server
+    batches: int = 0
+    acked: int = 0           # frames the client has seen acknowledged
+    started: float = 0.0
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def status_line(t: Traffic, server: AllocatorStats, client: AllocatorStats | None) -> str:
+    """One line of live figures (the plain display)."""
+    dt = max(time.perf_counter() - t.started, 1e-9)
+    line = (
+        f"{dt:5.1f}s {t.frames:>10,} frames {t.frames / dt / 1e6:6.2f} M frames/s "
+        f"{t.payload / dt / 1e6:7.1f} MB/s | server in_use {_fmt_bytes(server.in_use):>9} "
+        f"reserved {_fmt_bytes(server.reserved):>9}"
+    )
+    if client is not None:
+        line += f" | client in_use {_fmt_bytes(client.in_use):>9}"
+    return line
+
+
+class _Display:
+    """Live figures: a rich Live table if rich is installed, else one rewritten line."""
+
+    def __init__(self, out: TextIO, use_rich: bool | None) -> None:
+        self.out = out
+        self.live: Any = None
+        if use_rich is not False:
+            try:
+                from rich.console import Console
+                from rich.live import Live
+            except ImportError:
+                Live = None  # noqa: N806
+            if Live is not None:
+                self.live = Live(console=Console(file=out), refresh_per_second=8, transient=False)
+        self.tty = out.isatty()
+        self.last_plain = 0.0
+
+    def __enter__(self) -> _Display:
+        if self.live is not None:
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+        elif self.tty:
+            self.out.write("\n")
+
+    def update(self, t: Traffic, server: AllocatorStats, client: AllocatorStats | None) -> None:
+        if self.live is not None:
+            self.live.update(_rich_table(t, server, client))
+        elif self.tty:
+            self.out.write("\r" + status_line(t, server, client) + " ")
+            self.out.flush()
+        elif time.perf_counter() - self.last_plain >= 1.0:   # a log, not a terminal
+            self.last_plain = time.perf_counter()
+            print(status_line(t, server, client), file=self.out, flush=True)
+
+
+def _rich_table(t: Traffic, server: AllocatorStats, client: AllocatorStats | None) -> Any:
+    from rich.table import Table
+
+    dt = max(time.perf_counter() - t.started, 1e-9)
+    table = Table(title=f"membuf loopback demo, {dt:.1f}s")
+    table.add_column("")
+    table.add_column("value", justify="right")
+    for name, value in (
+        ("frames received", f"{t.frames:,}"),
+        ("frames/s", f"{t.frames / dt / 1e6:.2f} M"),
+        ("payload MB/s", f"{t.payload / dt / 1e6:.1f}"),
+        ("batches", f"{t.batches:,}"),
+        ("acknowledged", f"{t.acked:,}"),
+    ):
+        table.add_row(name, value)
+    for who, st in (("server", server), ("client", client)):
+        if st is not None:
+            table.add_row(f"{who} in_use / peak", f"{_fmt_bytes(st.in_use)} / {_fmt_bytes(st.peak_in_use)}")
+            table.add_row(f"{who} reserved", _fmt_bytes(st.reserved))
+    return table
+
+
+async def loopback_demo(
+    seconds: float, out: TextIO = sys.stdout, use_rich: bool | None = None
+) -> tuple[Traffic, AllocatorStats, AllocatorStats]:
+    """Run the loopback exchange for ``seconds``; return traffic and final stats.
+
+    Returns:
+        (traffic, server allocator stats after close, client allocator stats after close)
+    """
+    from .codecs import LengthPrefixed
+
+    server_alloc = Allocator()      # shared by every server connection
+    traffic = Traffic()
+    served = trio.Event()
+
+    async def handler(conn: Connection) -> None:
+        codec = LengthPrefixed("leb128", max_frame=1 << 20)
+        try:
+            async for batch in conn.reader.frames(codec, views=True, batch=True):
+                traffic.frames += len(batch)
+                traffic.payload += sum(map(len, batch))
+                traffic.batches += 1
+                await conn.send(leb128(len(batch)))
+        finally:
+            served.set()
+
+    block, per_block = make_block()
+    client_stats: AllocatorStats | None = None
+    with _Display(out, use_rich) as display:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(serve_tcp, handler, 0, "127.0.0.1", server_alloc)
+            port = listeners[0].socket.getsockname()[1]
+            conn = await open_tcp("127.0.0.1", port)
+
+            async def show() -> None:
+                while True:
+                    display.update(traffic, server_alloc.stats(), conn.allocator.stats())
+                    await trio.sleep(0.125)
+
+            async def read_acks() -> None:
+                while True:
+                    try:
+                        traffic.acked += await conn.reader.read_leb128()
+                    except IncompleteReadError:
+                        return      # the server closed after our end of stream
+
+            nursery.start_soon(show)
+            traffic.started = time.perf_counter()
+            async with conn, trio.open_nursery() as exchange:
+                exchange.start_soon(read_acks)
+                end = trio.current_time() + seconds
+                while trio.current_time() < end:
+                    await conn.send(block)        # gather send: prefix and payload segments
+                    traffic.sent_frames += per_block
+                    traffic.sent_bytes += len(block)
+                await conn.send_eof()
+            await served.wait()
+            with trio.move_on_after(1.0):        # serve_tcp closes the connection next
+                while server_alloc.stats().in_use:
+                    await trio.sleep(0.01)
+            client_stats = conn.allocator.stats()
+            display.update(traffic, server_alloc.stats(), client_stats)
+            nursery.cancel_scope.cancel()
+    server_stats = server_alloc.stats()
+    server_alloc.trim()
+    return traffic, server_stats, client_stats
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m membuf demo", description=__doc__)
-    parser.parse_args(argv)
+    parser.add_argument("--seconds", type=float, default=3.0,
+                        help="how long the loopback exchange runs (default 3)")
+    parser.add_argument("--plain", action="store_true", help="no rich display even if installed")
+    args = parser.parse_args(argv)
     a = allocator_walkthrough()
     s = a.stats()
     print(f"\nevery byte freed: in_use={s.in_use}, reserved={s.reserved}")
-    return 0 if s.in_use == 0 else 1
+
+    print(f"\nmembuf loopback: LEB128 frames over trio TCP for {args.seconds:g}s "
+          "(server: frames(codec, views=True, batch=True); client: gather send)\n")
+    traffic, server, client = trio.run(loopback_demo, args.seconds, sys.stdout,
+                                       False if args.plain else None)
+    dt = max(time.perf_counter() - traffic.started, 1e-9)
+    ok = traffic.frames == traffic.sent_frames == traffic.acked
+    print(f"\n{traffic.frames:,} frames ({_fmt_bytes(traffic.payload)} of payload) in "
+          f"{traffic.batches:,} batches; sent {traffic.sent_frames:,}, acknowledged "
+          f"{traffic.acked:,}: {'all there' if ok else 'MISMATCH'}")
+    print(f"about {traffic.frames / dt / 1e6:.2f} M frames/s, {traffic.payload / dt / 1e6:.0f} MB/s "
+          "(server and client share one thread here)\n")
+    print("allocators after the connections closed:\n")
+    print(stats_table([("server", server), ("client", client)]))
+    freed = s.in_use == 0 and server.in_use == 0 and client.in_use == 0
+    print(f"\nevery byte freed: {'yes' if freed else 'NO'} "
+          f"(server in_use={server.in_use}, client in_use={client.in_use})")
+    return 0 if freed and ok else 1
