@@ -59,7 +59,7 @@ class StreamState:
     ended: float | None = None
     error: str | None = None
     configs: dict[int, RecyclableMemory] = field(default_factory=dict)
-    _last: tuple[float, int] = (0.0, 0)
+    _last: tuple[float, int] | None = None
 
     @property
     def frames(self) -> int:
