@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from ._native import ffi, lib
 from .errors import MalformedError, NeedMore
 from .memory import Memory
-from .reader import Reader, _memory
+from .memory import from_views as _memory
+from .reader import Reader
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .allocator import Allocator

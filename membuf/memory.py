@@ -40,6 +40,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._native import ffi, lib
 from .errors import FreeError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -47,6 +48,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from .reader import Reader
 
 __all__ = ["Memory", "RecyclableMemory"]
+
+_SMALL_FIND = 512          # segments up to this size are searched with bytes.find
+_find_native = lib.mb_scan_find
+_from_buffer = ffi.from_buffer
 
 _IOV_MAX: int = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
@@ -273,6 +278,58 @@ class Memory:
         return pieces
 
 
+def from_views(views: list[memoryview], size: int) -> Memory:
+    """A Memory over already-normalised views totalling ``size`` (no per-segment checks)."""
+    m = _new_memory(Memory)
+    m._segs = views
+    m._size = size
+    m._dropped = 0
+    m._dsegs = 0
+    return m
+
+
+_new_memory = Memory.__new__
+
+
+def find_in(segs: list[memoryview], i: int, seg: memoryview, pos: int, sub: bytes, limit: int) -> int:
+    """Offset of the first ``sub`` that ends within ``limit`` bytes of ``seg[pos]``, or -1.
+
+    ``seg`` is segment ``i`` of ``segs`` (or an older, longer view of it); the
+    search continues into ``segs[i + 1:]``. Matches straddling segments are
+    found through a carry of the last ``len(sub) - 1`` bytes. Large segments
+    are searched in C (``mb_scan_find``), small ones with ``bytes.find``.
+    """
+    m = len(sub)
+    if m == 0:
+        return 0
+    if m > limit:
+        return -1
+    seen = 0                    # bytes looked at before `view`
+    carry = b""                 # the last m - 1 of them
+    while True:
+        view = seg[pos : pos + limit - seen]
+        if view:
+            if carry:           # a match straddling the boundary starts in carry
+                j = (carry + view[: m - 1].tobytes()).find(sub)
+                if 0 <= j < len(carry):
+                    return seen - len(carry) + j
+            if len(view) <= _SMALL_FIND:
+                j = view.tobytes().find(sub)
+            else:
+                j = _find_native(_from_buffer(view), len(view), sub, m)
+            if j >= 0:
+                return seen + j
+            seen += len(view)
+            if seen >= limit:
+                return -1
+            if m > 1:
+                carry = (carry + view[1 - m :].tobytes())[1 - m :]
+        i += 1
+        if i >= len(segs):
+            return -1
+        seg, pos = segs[i], 0
+
+
 def _same_content(a: Iterable[memoryview], b: Iterable[memoryview]) -> bool:
     """Compare two equal-length segment sequences piece by piece, without joining."""
     ia, ib = iter(a), iter(b)
@@ -378,9 +435,7 @@ class RecyclableMemory(Memory):
                 f"push_owned of {len(mv)} bytes that this allocator does not own; "
                 "push() it by reference instead"
             )
-        from ._native import ffi
-
-        self._append_owned(mv, int(ffi.cast("uintptr_t", ffi.from_buffer(mv))))
+        self._append_owned(mv, int(ffi.cast("uintptr_t", _from_buffer(mv))))
 
     def _append_owned(self, view: memoryview, addr: int) -> None:
         n = len(view)

@@ -27,8 +27,7 @@ clip point raises ``MembufError`` when it next changes segment (its cached
 view of the current segment is, like any view, the user's to stop using).
 
 Complexity: fast paths O(1); slow paths O(segments touched); ``find`` is
-O(bytes scanned) with the segment search in C (``mb_scan_find``) for
-segments larger than a few hundred bytes.
+O(bytes scanned) (``memory.find_in``, in C for large segments).
 
 Not handled on purpose: thread safety (one Reader per task).
 """
@@ -40,9 +39,8 @@ from struct import Struct
 from types import TracebackType
 from typing import Any
 
-from ._native import ffi, lib
 from .errors import MalformedError, MembufError, NeedMore
-from .memory import Memory, as_view
+from .memory import Memory, as_view, find_in, from_views
 
 __all__ = ["Reader"]
 
@@ -53,28 +51,6 @@ _BE: dict[int, Callable[..., tuple[int]]] = {
 _LE: dict[int, Callable[..., tuple[int]]] = {
     n: Struct("<" + c).unpack_from for n, c in ((1, "B"), (2, "H"), (4, "I"), (8, "Q"))
 }
-_SMALL_FIND = 512          # segments up to this size are searched with bytes.find
-_new_memory = Memory.__new__
-_find_native = lib.mb_scan_find
-_from_buffer = ffi.from_buffer
-
-
-def _memory(views: list[memoryview], size: int) -> Memory:
-    """A Memory over already-normalised views (no per-segment checks)."""
-    m = _new_memory(Memory)
-    m._segs = views
-    m._size = size
-    m._dropped = 0
-    m._dsegs = 0
-    return m
-
-
-def _search(view: memoryview, sub: bytes) -> int:
-    if len(view) <= _SMALL_FIND:
-        return view.tobytes().find(sub)
-    return int(_find_native(_from_buffer(view), len(view), sub, len(sub)))
-
-
 class Reader:
     """A cursor over a :class:`~membuf.Memory`; every read is atomic.
 
@@ -432,9 +408,9 @@ class Reader:
         pos = self._pos
         if 0 < n <= self._end - pos:
             self._pos = pos + n
-            return _memory([self._cur[pos : pos + n]], n)
+            return from_views([self._cur[pos : pos + n]], n)
         self._check_size("take", n)
-        return _memory(self._gather(n), n)
+        return from_views(self._gather(n), n)
 
     def range(self, n: int) -> Iterator[memoryview]:
         """Consume ``n`` bytes and return the views they span (zero-copy, non-empty).
@@ -493,35 +469,8 @@ class Reader:
 
     def _find(self, sub: bytes, limit: int) -> int:
         """``find`` restricted to matches that end within the next ``limit`` bytes."""
-        m = len(sub)
-        if m == 0:
-            return 0
-        limit = min(limit, self._remaining())
-        if m > limit:
-            return -1
-        segs, i = self._segs, self._si - self._m._dsegs
-        seg, pos = self._cur, self._pos
-        seen = 0                    # bytes looked at before `view`
-        carry = b""                 # the last m - 1 of them
-        while True:
-            view = seg[pos : pos + limit - seen]
-            if view:
-                if carry:           # a match straddling the boundary starts in carry
-                    j = (carry + view[: m - 1].tobytes()).find(sub)
-                    if 0 <= j < len(carry):
-                        return seen - len(carry) + j
-                j = _search(view, sub)
-                if j >= 0:
-                    return seen + j
-                seen += len(view)
-                if seen >= limit:
-                    return -1
-                if m > 1:
-                    carry = (carry + view[1 - m :].tobytes())[1 - m :]
-            i += 1
-            if i >= len(segs):
-                return -1
-            seg, pos = segs[i], 0
+        return find_in(self._segs, self._si - self._m._dsegs, self._cur, self._pos, sub,
+                       min(limit, self._remaining()))
 
     def read_until(self, delim: bytes, max_size: int) -> Memory:
         """Consume up to and including ``delim``; return what came before it (zero-copy).

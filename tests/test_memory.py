@@ -227,8 +227,6 @@ def test_finalizer_frees_without_keeping_alive(alloc: Allocator) -> None:
 
 
 @pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.xfail(strict=False, reason="allocator debug mode: _malloc_addr does not record the "
-                   "allocation, so _free_batch's debug check disagrees (reported to the lead)")
 def test_finalizer_warns_in_debug_mode() -> None:
     with Allocator(debug=True) as a:
         rm = RecyclableMemory(a)
