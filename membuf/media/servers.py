@@ -198,8 +198,8 @@ class IngestServer:
         if final:
             rate = s.frames / secs
             tail = f" error: {s.error}" if s.error else ""
-            return f"{self.name}: stream {s.key} ended after {secs:.1f} s: {line}, {rate:.1f} fps,"\
-                   f" {c.bytes / secs / 1e6:.1f} MB/s{tail}"
+            return (f"{self.name}: stream {s.key} ended after {secs:.1f} s: {line}, {rate:.1f} fps,"
+                    f" {_rate(c.bytes / secs)}{tail}")
         return f"{self.name}: {s.key}: {line}, {s.rate():.1f} fps"
 
     async def _report_live(self) -> None:
@@ -351,6 +351,12 @@ class Av1Server(IngestServer):
             if tu is not None:
                 tu.recycle()
             self.finish_stream(state, error)
+
+
+def _rate(bytes_per_second: float) -> str:
+    if bytes_per_second >= 1e6:
+        return f"{bytes_per_second / 1e6:.1f} MB/s"
+    return f"{bytes_per_second / 1e3:.1f} kB/s"
 
 
 def _quickack(conn: Connection) -> None:
