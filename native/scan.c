@@ -109,6 +109,12 @@ size_t mb_scan_frames(const char *buf, size_t start, size_t end, int kind,
     const unsigned char *p = (const unsigned char *)buf;
     if (kind == MB_FRAME_DELIM)
         return mb_scan_delim(p, start, end, delim, dlen, max_frame, offs, cap, state);
+    if (kind != MB_FRAME_LEB128 && kind != MB_FRAME_BE16 && kind != MB_FRAME_BE24 &&
+        kind != MB_FRAME_BE32) {
+        state[0] = start;                    /* not a frame kind: report, scan nothing */
+        state[1] = MB_SCAN_MALFORMED;
+        return 0;
+    }
 
     size_t pos = start, k = 0;
     int status = MB_SCAN_END;
