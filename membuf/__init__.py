@@ -1,5 +1,6 @@
 """membuf: zero-copy buffers and streams for Python network and media pipelines."""
 
+from . import codecs as codecs
 from .allocator import Allocator as Allocator
 from .allocator import AllocatorStats as AllocatorStats
 from .errors import FreeError as FreeError
@@ -35,6 +36,7 @@ __all__ = [
     "RecyclableMemory",
     "StreamReader",
     "StreamStats",
+    "codecs",
     "open_tcp",
     "send_memory",
     "serve_tcp",
