@@ -285,7 +285,8 @@ def test_av1_truncated_and_bitflipped_streams(obu_file: Path) -> None:  # noqa: 
     forbidden = good[:i] + bytes([good[i] | 0x80]) + good[i + 1:]
     huge = good[:i + 1] + b"\xff\xff\xff\xff\x0f" + good[i + 2:]  # a 4 GiB OBU size
     server = make(Av1Server)
-    check_malformed(server, good, [good[:-5], good[:i + 1], forbidden, huge], must_fail=4)
+    check_malformed(server, good, [b"", good[:-5], good[:i + 1], forbidden, huge], must_fail=4)
+    assert "av1/1" not in [s.key for s in server.finished]  # a connection without OBUs
     errors = "\n".join(server.errors)
     assert "forbidden bit" in errors and "max_size" in errors and "truncated" in errors
     assert server.finished[-1].summary() == expected_av1(obu_file, "obu")

@@ -324,21 +324,24 @@ class Av1Server(IngestServer):
     async def ingest(self, conn: Connection, peer: str) -> None:
         key = f"av1/{self.connections}"
         counts = av1.ObuCounts()
-        state = self.start_stream(key, counts)
+        state: StreamState | None = None  # a stream starts with its first OBU
         codec = _SplitCodec(partial(av1.read_obu, max_size=self.max_buffered),
                             lambda: False)
         tu: RecyclableMemory | None = None
         error: str | None = None
         try:
             async for batch in conn.reader.frames(codec, batch=True):
+                if state is None:
+                    state = self.start_stream(key, counts)
+                ring = state.ring
                 for obu in batch:
                     if counts.add_obu(obu) and tu is not None:
-                        state.ring.push(tu)
+                        ring.push(tu)
                         tu = None
                     if tu is None:
                         tu = RecyclableMemory(self.allocator)
                     obu.data.copy_to(tu.next_n(obu.size))  # retain: the views die at the next receive
-            if tu is not None:
+            if tu is not None and state is not None:
                 state.ring.push(tu)
                 tu = None
         except IncompleteReadError as e:
@@ -350,7 +353,8 @@ class Av1Server(IngestServer):
         finally:
             if tu is not None:
                 tu.recycle()
-            self.finish_stream(state, error)
+            if state is not None:
+                self.finish_stream(state, error)
 
 
 def _rate(bytes_per_second: float) -> str:
