@@ -342,7 +342,8 @@ class ServerSession:
         return out
 
     def has_data_to_send(self) -> bool:
-        """True when replies are queued (after the handshake, before any event)."""
+        """True when replies are queued: after C0+C1 the session has S0-S2 to send before
+        any event exists, so a driver that sends only after events must check this."""
         return bool(self._out)
 
     def _send(self, mtype: int, payload: bytes, *, csid: int = 2, stream_id: int = 0) -> None:
@@ -360,11 +361,11 @@ class ServerSession:
         if self.state != "open":
             self._handshake(r)
         while True:
-            before = self.chunks.bytes_read
             try:
                 msg = self.chunks.read_message(r)
             finally:
-                self._maybe_ack(self.chunks.bytes_read - before)
+                if self.peer_window:
+                    self._maybe_ack()
             t = msg.type
             if t == VIDEO or t == AUDIO or t == DATA_AMF0:
                 return Media(msg)
@@ -390,9 +391,9 @@ class ServerSession:
             r.skip(HANDSHAKE_SIZE)  # C2: an echo of S1, not checked (ffmpeg's is not)
             self.state = "open"
 
-    def _maybe_ack(self, n: int) -> None:
+    def _maybe_ack(self) -> None:
         received = self.chunks.bytes_read + 2 * HANDSHAKE_SIZE + 1  # the sequence counts C0-C2
-        if self.peer_window and received - self._acked >= self.peer_window:
+        if received - self._acked >= self.peer_window:
             self._acked = received
             self._send(ACK, (received & 0xFFFFFFFF).to_bytes(4, "big"))
 
