@@ -37,7 +37,11 @@ from membuf.codecs import LengthPrefixed
 
 
 def interleaved(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds per case over ``rounds`` rounds, each case once per round, rotating."""
+    """Median CPU seconds per case over ``rounds`` rounds, each case once per round, rotating.
+
+    CPU time (``time.process_time``), not wall time: on a shared machine it
+    leaves out the time other processes hold the core.
+    """
     names = list(cases)
     times: dict[str, list[float]] = {name: [] for name in names}
     for rnd in range(rounds):
@@ -45,9 +49,9 @@ def interleaved(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str
             gc.collect()
             gc.disable()
             try:
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 cases[name]()
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(time.process_time() - t0)
             finally:
                 gc.enable()
     return {name: statistics.median(ts) for name, ts in times.items()}
