@@ -286,16 +286,14 @@ class Reader:
             if b < 0x80:
                 self._pos = pos + 1
                 return b
-            v = b & 0x7F
-            b = cur[pos + 1]
-            if b < 0x80:
+            c = cur[pos + 1]
+            if c < 0x80:
                 self._pos = pos + 2
-                return v | b << 7
-            v |= (b & 0x7F) << 7
-            b = cur[pos + 2]
-            if b < 0x80:
+                return (b & 0x7F) | c << 7
+            d = cur[pos + 2]
+            if d < 0x80:
                 self._pos = pos + 3
-                return v | b << 14
+                return (b & 0x7F) | (c & 0x7F) << 7 | d << 14
         except IndexError:
             pass
         return self._read_varint(False)
