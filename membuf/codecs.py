@@ -115,7 +115,7 @@ class Framer:
                     break
                 raise
             if not views:
-                out.append(_memory(pieces, sum(len(p) for p in pieces)))
+                out.append(_memory(pieces, sum(map(len, pieces))))
             elif len(pieces) == 1:
                 out.append(pieces[0])        # e.g. the body sat in one segment after all
             else:
@@ -126,7 +126,7 @@ class Framer:
         self.joined += 1
         if allocator is None:
             return memoryview(bytearray().join(pieces))
-        n = sum(len(p) for p in pieces)
+        n = sum(map(len, pieces))
         buf = allocator.malloc(n)
         pos = 0
         for p in pieces:

@@ -265,7 +265,7 @@ class Memory:
         """
         segs = self._segs
         pieces = [s for s in segs[:nsegs] if len(s)]
-        dropped = sum(len(s) for s in pieces)
+        dropped = sum(map(len, pieces))
         del segs[:nsegs]
         self._dsegs += nsegs
         if head:
@@ -477,7 +477,7 @@ class RecyclableMemory(Memory):
         views = [as_view(s) for s in segments]
         self._segs.extend(views)
         self._own.extend([-1] * len(views))
-        self._size += sum(len(v) for v in views)
+        self._size += sum(map(len, views))
 
     def extend(self, other: Memory) -> None:
         super().extend(other)

@@ -539,7 +539,7 @@ class Reader:
         else:
             nsegs = local + 1 if self._pos == self._end else local
             segs = self._segs
-            head = here - m._dropped - sum(len(s) for s in segs[:nsegs])
+            head = here - m._dropped - sum(map(len, segs[:nsegs]))
             while not head and nsegs < len(segs) and not len(segs[nsegs]):
                 nsegs += 1            # empty segments at the cursor go too
         pieces = m._drop_front(nsegs, head, release is not None)
