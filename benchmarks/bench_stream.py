@@ -15,7 +15,9 @@ Workloads: ``big`` = 64 KiB frames, ``small`` = 16..300 B frames.
 
 Contenders (same stream, same per-frame work):
   raw recv_into      trio ``sock.recv_into`` into one reused buffer, no parsing: the limit
-  membuf views       ``rx.frames(codec, views=True, batch=True)``
+  membuf views       ``rx.frames(codec, views=True, batch=True)``, each batch checksummed
+                     with ``len(batch)``, ``sum(map(len, batch))``, ``sum(map(itemgetter(0), batch))``
+  membuf views loop  the same batches, checksummed frame by frame in a Python loop
   membuf Memory      ``rx.frames(codec)`` (one Memory per frame)
   membuf read_exactly ``await rx.read_leb128()`` + ``await rx.read_exactly(n)`` per frame
   trio bytearray     trio ``receive_some`` + bytearray accumulate + parse + slice per frame
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import operator
 import os
 import platform
 import statistics
@@ -50,6 +53,7 @@ sys.path.insert(0, str(HERE))
 from sender import expected  # noqa: E402
 
 Checksum = tuple[int, int, int]
+_first = operator.itemgetter(0)
 MAX_FRAME = 1 << 20
 BASELINES = ("trio bytearray", "asyncio readexactly", "anyio exactly", "anyio receive")
 
@@ -141,6 +145,21 @@ async def trio_bytearray(stream: trio.SocketStream) -> Checksum:
 
 
 async def membuf_views(stream: trio.SocketStream) -> Checksum:
+    """Batches of views, consumed a batch at a time (C-level map/sum over the batch)."""
+    frames = payload = first = 0
+    from membuf.codecs import LengthPrefixed
+
+    codec = LengthPrefixed("leb128", max_frame=MAX_FRAME)
+    async with membuf.StreamReader(stream) as rx:
+        async for batch in rx.frames(codec, views=True, batch=True):
+            frames += len(batch)
+            payload += sum(map(len, batch))
+            first += sum(map(_first, batch))
+    return frames, payload, first
+
+
+async def membuf_views_loop(stream: trio.SocketStream) -> Checksum:
+    """Batches of views, consumed with the same per-frame Python loop as the baselines."""
     frames = payload = first = 0
     from membuf.codecs import LengthPrefixed
 
@@ -190,8 +209,8 @@ async def membuf_read_exactly(stream: trio.SocketStream) -> Checksum:
 
 
 def run_trio(receiver: Callable[[trio.SocketStream], Any], workload: str, total: int,
-             seed: int) -> tuple[float, Any]:
-    async def main() -> tuple[float, Any]:
+             seed: int) -> tuple[float, float, Any]:
+    async def main() -> tuple[float, float, Any]:
         listener = trio.socket.socket()
         await listener.bind(("127.0.0.1", 0))
         listener.listen(1)
@@ -199,12 +218,12 @@ def run_trio(receiver: Callable[[trio.SocketStream], Any], workload: str, total:
         sock, _ = await listener.accept()
         listener.close()
         stream = trio.SocketStream(sock)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         result = await receiver(stream)
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
         await stream.aclose()
         await trio.to_thread.run_sync(proc.wait)
-        return dt, result
+        return dt, cpu, result
 
     return trio.run(main)
 
@@ -235,8 +254,8 @@ async def asyncio_readexactly(reader: asyncio.StreamReader) -> Checksum:
 
 
 def run_asyncio(receiver: Callable[[asyncio.StreamReader], Any], workload: str, total: int,
-                seed: int) -> tuple[float, Any]:
-    async def main() -> tuple[float, Any]:
+                seed: int) -> tuple[float, float, Any]:
+    async def main() -> tuple[float, float, Any]:
         loop = asyncio.get_running_loop()
         import socket
 
@@ -248,12 +267,12 @@ def run_asyncio(receiver: Callable[[asyncio.StreamReader], Any], workload: str, 
         sock, _ = await loop.sock_accept(listener)
         listener.close()
         reader, writer = await asyncio.open_connection(sock=sock, limit=MAX_FRAME)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         result = await receiver(reader)
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
         writer.close()
         await loop.run_in_executor(None, proc.wait)
-        return dt, result
+        return dt, cpu, result
 
     return asyncio.run(main())
 
@@ -299,28 +318,29 @@ async def anyio_receive(stream: Any) -> Checksum:
 
 
 def run_anyio(receiver: Callable[[Any], Any], workload: str, total: int,
-              seed: int) -> tuple[float, Any]:
-    async def main() -> tuple[float, Any]:
+              seed: int) -> tuple[float, float, Any]:
+    async def main() -> tuple[float, float, Any]:
         multi = await anyio.create_tcp_listener(local_host="127.0.0.1")
         listener = multi.listeners[0]
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         proc = start_sender(port, workload, total, seed)
         stream = await listener.accept()
         await multi.aclose()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         result = await receiver(stream)
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
         await stream.aclose()
         await anyio.to_thread.run_sync(proc.wait)
-        return dt, result
+        return dt, cpu, result
 
     return anyio.run(main)
 
 
-CONTENDERS: dict[str, tuple[Callable[..., tuple[float, Any]], Callable[..., Any]]] = {
+CONTENDERS: dict[str, tuple[Callable[..., tuple[float, float, Any]], Callable[..., Any]]] = {
     "raw recv_into 256K": (run_trio, trio_raw),
     "raw recv_into 64K": (run_trio, trio_raw64),
     "membuf views": (run_trio, membuf_views),
+    "membuf views loop": (run_trio, membuf_views_loop),
     "membuf Memory": (run_trio, membuf_memory),
     "membuf read_exactly": (run_trio, membuf_read_exactly),
     "trio bytearray": (run_trio, trio_bytearray),
@@ -330,46 +350,56 @@ CONTENDERS: dict[str, tuple[Callable[..., tuple[float, Any]], Callable[..., Any]
 }
 
 
+Sample = tuple[float, float, float]   # (frames/s, bytes/s, receiver CPU seconds per GB)
+
+
 def bench(workload: str, total: int, rounds: int, seed: int, only: list[str] | None,
-          slow_total: int) -> dict[str, list[float]]:
-    """Every contender ``rounds`` times, round-robin; returns seconds per byte-rate sample."""
+          slow_total: int) -> dict[str, list[Sample]]:
+    """Every contender ``rounds`` times, round-robin; returns one sample per run."""
     names = [n for n in CONTENDERS if not only or any(o in n for o in only)]
-    rates: dict[str, list[tuple[float, float]]] = {n: [] for n in names}
+    samples: dict[str, list[Sample]] = {n: [] for n in names}
     for rnd in range(rounds):
         for name in names:
             runner, receiver = CONTENDERS[name]
             n_bytes = slow_total if (name == "anyio exactly" and workload == "small") else total
             length, checksum = expected(workload, seed, n_bytes)
-            dt, result = runner(receiver, workload, n_bytes, seed)
+            dt, cpu, result = runner(receiver, workload, n_bytes, seed)
             if isinstance(result, tuple) and result and result[0] == "bytes":
                 if result[1] != length:
                     raise SystemExit(f"{name}: received {result[1]} bytes, sent {length}")
             elif tuple(result) != checksum:
                 raise SystemExit(f"{name}: checksum {result} != expected {checksum}")
-            rates[name].append((checksum[0] / dt, length / dt))
+            samples[name].append((checksum[0] / dt, length / dt, cpu / length * 1e9))
             print(f"  round {rnd + 1}/{rounds} {name:<20} {checksum[0] / dt / 1e6:8.3f} M frames/s"
-                  f" {length / dt / 1e6:9.1f} MB/s", file=sys.stderr)
-    return rates  # type: ignore[return-value]
+                  f" {length / dt / 1e6:9.1f} MB/s  receiver CPU {cpu / length * 1e9:6.3f} s/GB",
+                  file=sys.stderr)
+    return samples
 
 
-def report(workload: str, rates: dict[str, list[tuple[float, float]]]) -> None:
-    med = {n: statistics.median(r[1] for r in v) for n, v in rates.items()}
-    medf = {n: statistics.median(r[0] for r in v) for n, v in rates.items()}
-    raw = max((v for n, v in med.items() if n.startswith("raw")), default=None)
-    base = {n: v for n, v in medf.items() if n in BASELINES}
+def report(workload: str, samples: dict[str, list[Sample]], frame_bytes: float) -> None:
+    """Median table with ratios to the raw limit and to the best baseline."""
+    fps = {n: statistics.median(x[0] for x in v) for n, v in samples.items()}
+    bps = {n: statistics.median(x[1] for x in v) for n, v in samples.items()}
+    cpu = {n: statistics.median(x[2] for x in v) for n, v in samples.items()}
+    raw = max((v for n, v in bps.items() if n.startswith("raw")), default=None)
+    base = {n: v for n, v in fps.items() if n in BASELINES}
     best = max(base, key=lambda n: base[n]) if base else None
     title = {"big": "(a) 64 KiB frames", "small": "(b) 16..300 B frames"}[workload]
-    print(f"\n{title}: median of {len(next(iter(rates.values())))} rounds")
-    print(f"{'receiver':<20} {'M frames/s':>11} {'MB/s':>8} {'spread MB/s':>16} "
-          f"{'vs raw':>7} {'vs best baseline':>17}")
-    for n, v in rates.items():
-        lo, hi = min(r[1] for r in v) / 1e6, max(r[1] for r in v) / 1e6
-        vs_raw = f"{med[n] / raw:6.0%}" if raw else "-"
-        vs_best = f"{medf[n] / base[best]:6.2f}x" if best and not n.startswith("raw") else "-"
-        print(f"{n:<20} {medf[n] / 1e6:11.3f} {med[n] / 1e6:8.1f} {lo:7.1f}..{hi:<8.1f} "
-              f"{vs_raw:>7} {vs_best:>17}")
+    print(f"\n{title}: median of {len(next(iter(samples.values())))} rounds "
+          "(wall clock; receiver CPU = CPU time of the receiving thread)")
+    print(f"{'receiver':<20} {'M frames/s':>10} {'MB/s':>7} {'MB/s min..max':>15} "
+          f"{'vs raw':>6} {'vs best':>7} {'CPU ns/frame':>12} {'CPU vs best':>11}")
+    for n, v in samples.items():
+        lo, hi = min(x[1] for x in v) / 1e6, max(x[1] for x in v) / 1e6
+        vs_raw = f"{bps[n] / raw:.0%}" if raw else "-"
+        is_raw = n.startswith("raw")
+        vs_best = f"{fps[n] / base[best]:.2f}x" if best and not is_raw else "-"
+        ns_frame = cpu[n] * frame_bytes  # s/GB * bytes/frame = ns/frame
+        cpu_best = f"{cpu[best] / cpu[n]:.2f}x" if best and not is_raw else "-"
+        print(f"{n:<20} {fps[n] / 1e6:10.3f} {bps[n] / 1e6:7.0f} {lo:7.0f}..{hi:<7.0f} "
+              f"{vs_raw:>6} {vs_best:>7} {ns_frame:12.0f} {cpu_best:>11}")
     if best:
-        print(f"best baseline: {best}")
+        print(f"best baseline by frames/s: {best}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -389,8 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     workloads = ["big", "small"] if args.workload == "both" else [args.workload]
     for w in workloads:
         total = args.big_bytes if w == "big" else args.small_bytes
-        rates = bench(w, total, args.rounds, args.seed, args.only, args.slow_bytes)
-        report(w, rates)
+        samples = bench(w, total, args.rounds, args.seed, args.only, args.slow_bytes)
+        length, (frames, _, _) = expected(w, args.seed, total)
+        report(w, samples, length / frames)
     print(f"\nload average after {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -9,9 +9,16 @@ mallocs a chunk from its allocator and, for a :class:`trio.SocketStream`, calls
 ``free_rest`` gives the unused tail back and the used head is pushed onto the
 Memory. Any other :class:`trio.abc.ReceiveStream` (TLS, memory streams, pipes)
 is read with ``receive_some`` and copied once into a malloc'd chunk. The
-receive size adapts: it doubles while receives fill their chunk (up to 16 x
-``chunk_size``) and halves back when they come back mostly empty, and a read
-that knows it needs ``n`` more bytes asks for at least ``n``.
+receive size adapts: it doubles while receives fill their chunk and halves
+back when they come back mostly empty. How far it may grow depends on what
+reads wait for (a decaying maximum of "partial frame + bytes still needed"):
+small items cap it at 4 x ``chunk_size``, so a chunk is parsed while it is
+still in cache; large ones let it grow to 64 x ``chunk_size`` (never past
+``max_buffered``), so 64 KiB frames cost few syscalls. A read that knows it
+needs ``n`` more bytes asks for at least ``n``. In ``frames(codec, views=True)`` a partial frame at the end of
+the buffer (at most half the new chunk) is copied to the head of the next
+chunk once the receive has succeeded, so frames never span chunks and the
+codec never has to join one (counted in ``stats().compacted``).
 
 *Ownership.* Every byte of the Memory was malloc'd by this reader and is
 freed by it, with one exception: :meth:`StreamReader.read_frame` clips the
@@ -19,8 +26,8 @@ frame's bytes off the front of the Memory and hands those exact ranges to a
 :class:`~membuf.RecyclableMemory` (partial free makes "this range is yours,
 the rest of the chunk is mine" work without copying). Consumed bytes are freed
 lazily, just before the next receive (and at ``aclose``), so views returned by
-a read stay valid until the next read. Frames that ``split_views`` has to join
-across chunks are Python objects the reader does not own. An idle reader
+a read stay valid until the next read. Frames that ``split_views`` still has
+to join (a frame longer than half a chunk) are bytearrays, not reader memory. An idle reader
 holds no chunk: when ``recv_into`` would block, the chunk is freed before
 waiting, and a reader with its own allocator trims it after ``idle_trim``
 seconds without data, so an idle connection holds no native memory at all.
@@ -82,6 +89,8 @@ class StreamStats:
 
     ``received`` bytes came in through ``receives`` receive calls, of which
     ``copied`` bytes went through a ``receive_some`` copy (non-socket streams);
+    ``compacted`` bytes of partial frames were moved to the head of a new chunk
+    (``frames(views=True)`` only, so that frames never span chunks);
     ``buffered`` bytes are received but not yet consumed; ``owned`` bytes of
     native memory are held by the reader right now (buffered plus consumed
     bytes not yet freed); ``retained`` bytes were handed to frames from
@@ -91,6 +100,7 @@ class StreamStats:
     received: int
     receives: int
     copied: int
+    compacted: int
     buffered: int
     owned: int
     retained: int
@@ -147,7 +157,10 @@ class StreamReader:
         self._reader = Reader(self._mem)
         self._raw: _stdlib_socket.socket | None = _raw_socket(stream)
         self._recv_size = chunk_size
-        self._max_recv = max(chunk_size, min(max_buffered, 16 * chunk_size))
+        self._base_recv = max(chunk_size, min(max_buffered, 4 * chunk_size))
+        self._max_recv = max(chunk_size, min(max_buffered, 64 * chunk_size))
+        self._item = 0               # decaying max of what reads waited for
+        self._contiguous = False     # set by frames(views=True): keep frames in one chunk
         self._eof = False
         self._closed = False
         self._busy = False
@@ -156,6 +169,7 @@ class StreamReader:
         self._receives = 0
         self._copied = 0
         self._retained = 0
+        self._compacted = 0
         # Frees whatever is still held if the reader is dropped without aclose.
         self._finalizer = weakref.finalize(self, _free_segments, self.allocator, self._mem)
 
@@ -303,6 +317,7 @@ class StreamReader:
             received=self._received,
             receives=self._receives,
             copied=self._copied,
+            compacted=self._compacted,
             buffered=len(self._reader),
             owned=len(self._mem),
             retained=self._retained,
@@ -407,13 +422,22 @@ class StreamReader:
                 f"a read needs {buffered + needed} bytes buffered, over max_buffered="
                 f"{self.max_buffered}; raise max_buffered or read in smaller pieces"
             )
+        # What reads wait for (a partial frame, a read_exactly) sets how far the
+        # receive size may grow: small items stay at 4 x chunk_size (cache-warm
+        # parsing), large ones go up to 64 x chunk_size (fewer syscalls).
+        item = self._item - (self._item >> 3)
+        self._item = item = max(item, buffered + needed)
+        cap = min(self._max_recv, max(self._base_recv, 16 * item))
         size = min(max(self._recv_size, needed), room)
+        # Frames as views: move a short partial frame to the head of the new chunk,
+        # so frames never span chunks and split_views never has to join one.
+        carry = buffered if self._contiguous and buffered <= size >> 1 else 0
         self._busy = True
         try:
             if self._raw is not None:
-                n = await self._recv_socket(self._raw, size)
+                n = await self._recv_socket(self._raw, size, carry)
             else:
-                n = await self._recv_stream(size)
+                n = await self._recv_stream(size, carry)
         finally:
             self._busy = False
         if not n:
@@ -421,21 +445,37 @@ class StreamReader:
             return False
         self._received += n
         self._receives += 1
-        if n >= self._recv_size:
-            self._recv_size = min(2 * self._recv_size, self._max_recv)
-        elif n < self._recv_size >> 3 and self._recv_size > self.chunk_size:
-            self._recv_size = max(self._recv_size >> 1, self.chunk_size)
+        recv_size = self._recv_size
+        if recv_size > cap:
+            self._recv_size = max(recv_size >> 1, cap)
+        elif n >= recv_size:
+            self._recv_size = min(2 * recv_size, cap)
+        elif n < recv_size >> 3 and recv_size > self.chunk_size:
+            self._recv_size = max(recv_size >> 1, self.chunk_size)
         return True
 
-    async def _recv_socket(self, raw: _stdlib_socket.socket, size: int) -> int:
-        """recv_into a fresh chunk with trio's semantics; keep what arrived."""
+    def _keep(self, chunk: memoryview, carry: int, n: int) -> None:
+        """Append ``chunk[:carry + n]``: the carried bytes first move into its head."""
+        alloc = self.allocator
+        if carry:
+            self._reader.read_into(chunk[:carry])   # consumes the partial frame...
+            self._reader.clip_front(alloc.free)     # ...and frees where it was
+            self._compacted += carry
+        self._mem.push(alloc.free_rest(chunk, carry + n))
+
+    async def _recv_socket(self, raw: _stdlib_socket.socket, size: int, carry: int) -> int:
+        """recv_into a fresh chunk with trio's semantics; keep what arrived.
+
+        Nothing changes before ``recv_into`` succeeds, and nothing awaits
+        between its success and the bytes being appended.
+        """
         await trio.lowlevel.checkpoint_if_cancelled()
         alloc = self.allocator
         waited = False
         while True:
-            chunk = alloc.malloc(size)
+            chunk = alloc.malloc(carry + size)
             try:
-                n = raw.recv_into(chunk, size)
+                n = raw.recv_into(chunk[carry:], size)
             except BlockingIOError:
                 alloc.free(chunk)  # an idle reader holds no chunk
                 await self._wait_readable(raw)
@@ -449,7 +489,7 @@ class StreamReader:
                 raise
             break
         if n:
-            self._mem.push(alloc.free_rest(chunk, n))
+            self._keep(chunk, carry, n)
             self._trimmed = False
         else:
             alloc.free(chunk)
@@ -466,14 +506,14 @@ class StreamReader:
             self._trimmed = True
         await trio.lowlevel.wait_readable(raw)
 
-    async def _recv_stream(self, size: int) -> int:
+    async def _recv_stream(self, size: int, carry: int) -> int:
         """receive_some from any ReceiveStream and copy once into native memory."""
         data = await self.stream.receive_some(size)
         n = len(data)
         if n:
-            chunk = self.allocator.malloc(n)
-            chunk[:] = data
-            self._mem.push(chunk)
+            chunk = self.allocator.malloc(carry + n)
+            chunk[carry:] = data
+            self._keep(chunk, carry, n)
             self._copied += n
         return n
 
@@ -485,6 +525,7 @@ class Frames(Generic[_T]):
     def __init__(self, rx: StreamReader, codec: Any, *, views: bool, batch: bool) -> None:
         self._rx = rx
         self._batch = batch
+        rx._contiguous = views
         if views:
             self._split: Callable[[Reader], list[Any]] = lambda r: codec.split_views(r)
         else:
