@@ -27,9 +27,8 @@ clip point raises ``MembufError`` when it next changes segment (its cached
 view of the current segment is, like any view, the user's to stop using).
 
 Complexity: fast paths O(1); slow paths O(segments touched); ``find`` is
-O(bytes scanned) (``memory.find_in``, in C for large segments).
-
-Not handled on purpose: thread safety (one Reader per task).
+O(bytes scanned) (``memory.find_in``, in C for large segments). Not handled
+on purpose: thread safety (one Reader per task).
 """
 
 from __future__ import annotations
@@ -226,7 +225,13 @@ class Reader:
         raise self._need("peek_byte()", 1)
 
     def read_be(self, n: int) -> int:
-        """Consume an ``n``-byte big-endian unsigned integer, ``1 <= n <= 8``.
+        """Consume an ``n``-byte big-endian unsigned integer.
+
+        Args:
+            n: the width in bytes, ``1 <= n <= 8``.
+
+        Returns:
+            The value, ``0 <= value < 2 ** (8 * n)``.
 
         Raises:
             NeedMore: fewer than ``n`` bytes are buffered.
@@ -242,12 +247,7 @@ class Reader:
         return self._read_int(n, "big")
 
     def read_le(self, n: int) -> int:
-        """Consume an ``n``-byte little-endian unsigned integer, ``1 <= n <= 8``.
-
-        Raises:
-            NeedMore: fewer than ``n`` bytes are buffered.
-            MalformedError: ``n`` is out of range.
-        """
+        """Consume an ``n``-byte little-endian unsigned integer; otherwise as :meth:`read_be`."""
         pos = self._pos
         end = pos + n
         if end <= self._end:
@@ -354,6 +354,12 @@ class Reader:
     def read_bytes(self, n: int) -> bytes:
         """Consume ``n`` bytes and return a copy of them.
 
+        Args:
+            n: how many bytes, ``>= 0``.
+
+        Returns:
+            The bytes, copied (``take`` is the zero-copy form).
+
         Raises:
             NeedMore: fewer than ``n`` bytes are buffered.
             MalformedError: ``n`` is negative.
@@ -384,6 +390,9 @@ class Reader:
     def read_into(self, buf: Any) -> int:
         """Fill the start of the writable buffer ``buf`` with up to ``len(buf)`` bytes.
 
+        Args:
+            buf: a writable bytes-like object.
+
         Returns:
             How many bytes were copied: ``min(len(buf), len(self))`` (never raises NeedMore).
         """
@@ -399,6 +408,12 @@ class Reader:
     def take(self, n: int) -> Memory:
         """Consume ``n`` bytes and return them as a Memory of views (zero-copy).
 
+        Args:
+            n: how many bytes, ``>= 0``.
+
+        Returns:
+            A new Memory over views of the source segments (several if they span).
+
         Raises:
             NeedMore: fewer than ``n`` bytes are buffered.
             MalformedError: ``n`` is negative.
@@ -411,7 +426,13 @@ class Reader:
         return from_views(self._gather(n), n)
 
     def range(self, n: int) -> Iterator[memoryview]:
-        """Consume ``n`` bytes and return the views they span (zero-copy, non-empty).
+        """Consume ``n`` bytes and return the views they span.
+
+        Args:
+            n: how many bytes, ``>= 0``.
+
+        Returns:
+            An iterator over non-empty views of the source segments (zero-copy).
 
         Raises:
             NeedMore: fewer than ``n`` bytes are buffered.
@@ -458,7 +479,13 @@ class Reader:
     # -- searching ----------------------------------------------------------------
 
     def find(self, sub: bytes) -> int:
-        """Offset of the first ``sub`` at or after the cursor, counted from it; -1 if absent.
+        """Find ``sub`` at or after the cursor without consuming anything.
+
+        Args:
+            sub: the bytes to look for (may straddle segments).
+
+        Returns:
+            Its offset from the cursor, or -1 if it is not in the buffered bytes.
 
         >>> Reader.from_bytes(b"GET / HT", b"TP/1.1\\r", b"\\n").find(b"\\r\\n")
         14

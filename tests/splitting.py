@@ -4,9 +4,9 @@ h11 and Rust's ``bytes`` test each parser on whole input, byte-by-byte input
 and odd splits; this is that helper for membuf. Use it from any Reader, codec
 or media-parser test::
 
-    from splitting import SPLITS, splits, memory_split
+    from splitting import every_split, memory_split, splits
 
-    @pytest.mark.parametrize("split", SPLITS)
+    @every_split                      # = pytest.mark.parametrize("split", SPLITS)
     def test_thing(split):
         r = memory_split(b"...", split).reader()
         ...
@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
+
+import pytest
 
 import membuf
 
@@ -82,6 +84,9 @@ SPLITTERS: dict[str, Callable[[bytes], list[Any]]] = {
 
 #: the split names, for ``pytest.mark.parametrize("split", SPLITS)``
 SPLITS: list[str] = list(SPLITTERS)
+
+#: ``@every_split`` on a test taking a ``split`` argument runs it once per way
+every_split = pytest.mark.parametrize("split", SPLITS)
 
 
 def split(data: bytes, how: str) -> list[Any]:
