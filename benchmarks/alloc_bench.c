@@ -93,7 +93,7 @@ static int add_dl(contender *cs, int n, const char *name, const char *lib, const
     void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
     if (!h)
         return n;
-    static dl_pair pairs[4];
+    static dl_pair pairs[6];     /* indexed by contender number (up to 5) */
     pairs[n].m = (void *(*)(size_t))dlsym(h, m);
     pairs[n].f = (void (*)(void *))dlsym(h, f);
     if (!pairs[n].m || !pairs[n].f)
