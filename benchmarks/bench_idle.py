@@ -40,6 +40,8 @@ import membuf
 VARIANTS = {
     "membuf": "StreamReader.frames(views, batch), one allocator per connection (default)",
     "membuf-shared": "StreamReader.frames(views, batch), one allocator shared by all",
+    "membuf-1codec": "as membuf, with one LengthPrefixed instance shared by all connections",
+    "membuf-nocodec": "StreamReader read_leb128 + read_exactly, one allocator per connection",
     "recv_into-64K": "trio recv_into one reused bytearray(64 KiB, doubled when a frame"
                      " does not fit) per connection + parsing",
     "receive_some": "trio receive_some + bytearray accumulate + parsing",
@@ -102,6 +104,9 @@ async def run(variant: str, count: int) -> dict[str, Any]:
     all_drained = trio.Event()
     readers: list[Any] = []
     shared = membuf.Allocator() if variant == "membuf-shared" else None
+    from membuf.codecs import LengthPrefixed
+
+    one_codec = LengthPrefixed("leb128", max_frame=1 << 20)  # split() is synchronous: shareable
 
     def one_drained() -> None:
         nonlocal drained
@@ -111,13 +116,20 @@ async def run(variant: str, count: int) -> dict[str, Any]:
 
     async def serve(stream: trio.SocketStream) -> None:
         frames = 0
-        if variant.startswith("membuf"):
-            from membuf.codecs import LengthPrefixed
-
+        if variant == "membuf-nocodec":
+            conn = membuf.Connection(stream)
+            readers.append(conn)
+            rx = conn.reader
+            while True:
+                await rx.read_exactly(await rx.read_leb128())
+                frames += 1
+                if frames == expected:
+                    one_drained()
+        elif variant.startswith("membuf"):
             conn = membuf.Connection(stream, shared)
             readers.append(conn)
-            async for batch in conn.reader.frames(LengthPrefixed("leb128", max_frame=1 << 20),
-                                                  views=True, batch=True):
+            codec = one_codec if variant == "membuf-1codec" else LengthPrefixed("leb128", 1 << 20)
+            async for batch in conn.reader.frames(codec, views=True, batch=True):
                 frames += len(batch)
                 if frames == expected:
                     one_drained()

@@ -26,8 +26,9 @@ frame's bytes off the front of the Memory and hands those exact ranges to a
 :class:`~membuf.RecyclableMemory` (partial free makes "this range is yours,
 the rest of the chunk is mine" work without copying). Consumed bytes are freed
 lazily, just before the next receive (and at ``aclose``), so views returned by
-a read stay valid until the next read. Frames that ``split_views`` still has
-to join (a frame longer than half a chunk) are bytearrays, not reader memory. An idle reader
+a read stay valid until the next read. A frame that ``split_views`` still has
+to join (one longer than half a chunk) is malloc'd from the reader's
+allocator and freed like the rest, at the next read. An idle reader
 holds no chunk: when ``recv_into`` would block, the chunk is freed before
 waiting, and a reader with its own allocator trims it after ``idle_trim``
 seconds without data, so an idle connection holds no native memory at all.
@@ -170,8 +171,11 @@ class StreamReader:
         self._copied = 0
         self._retained = 0
         self._compacted = 0
+        self._joined: list[memoryview] = []   # frames split_views joined, freed lazily
         # Frees whatever is still held if the reader is dropped without aclose.
-        self._finalizer = weakref.finalize(self, _free_segments, self.allocator, self._mem)
+        self._finalizer = weakref.finalize(
+            self, _free_segments, self.allocator, self._mem, self._joined
+        )
 
     # -- reads ----------------------------------------------------------------
 
@@ -319,7 +323,7 @@ class StreamReader:
             copied=self._copied,
             compacted=self._compacted,
             buffered=len(self._reader),
-            owned=len(self._mem),
+            owned=len(self._mem) + sum(map(len, self._joined)),
             retained=self._retained,
             recv_size=self._recv_size,
             eof=self._eof,
@@ -341,7 +345,7 @@ class StreamReader:
         """
         if not self._closed:
             self._closed = True
-            _free_segments(self.allocator, self._mem)
+            _free_segments(self.allocator, self._mem, self._joined)
             self._mem = Memory()
             self._reader = Reader(self._mem)
             if self._own_allocator and not self.allocator.stats().in_use:
@@ -395,9 +399,13 @@ class StreamReader:
                 )
 
     def _release_consumed(self) -> None:
-        """Free the consumed prefix of the Memory (the lazy free)."""
+        """Free the consumed prefix of the Memory and joined frames (the lazy free)."""
         if len(self._mem) != len(self._reader):
             self._reader.clip_front(self.allocator.free)
+        if self._joined:
+            for view in self._joined:
+                self.allocator.free(view)
+            self._joined.clear()
 
     async def _receive(self, needed: int = 1) -> bool:
         """Receive at least one more byte; False at end of stream.
@@ -527,7 +535,8 @@ class Frames(Generic[_T]):
         self._batch = batch
         rx._contiguous = views
         if views:
-            self._split: Callable[[Reader], list[Any]] = lambda r: codec.split_views(r)
+            joiner = _JoinAllocator(rx)
+            self._split: Callable[[Reader], list[Any]] = lambda r: codec.split_views(r, joiner)
         else:
             self._split = codec.split
         self._pending: list[Any] = []
@@ -757,10 +766,29 @@ def _stream_error(exc: OSError) -> Exception:
     return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
-def _free_segments(allocator: Allocator, mem: Memory) -> None:
-    """Free every segment of ``mem`` (all malloc'd from ``allocator``) and clear it."""
+def _free_segments(allocator: Allocator, mem: Memory, joined: list[memoryview]) -> None:
+    """Free every segment of ``mem`` and every joined frame (all malloc'd from
+    ``allocator``), then clear both."""
     free = allocator.free
     for seg in mem:
         if len(seg):
             free(seg)
     mem.clear()
+    for view in joined:
+        free(view)
+    joined.clear()
+
+
+class _JoinAllocator:
+    """What ``split_views`` mallocs a joined frame from: the reader's allocator,
+    remembering each buffer so the reader frees it at its next read."""
+
+    __slots__ = ("_rx",)
+
+    def __init__(self, rx: StreamReader) -> None:
+        self._rx = rx
+
+    def malloc(self, n: int) -> memoryview:
+        view = self._rx.allocator.malloc(n)
+        self._rx._joined.append(view)
+        return view
