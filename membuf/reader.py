@@ -397,6 +397,8 @@ class Reader:
             How many bytes were copied: ``min(len(buf), len(self))`` (never raises NeedMore).
         """
         out = as_view(buf)
+        if out.readonly:
+            raise TypeError(f"read_into needs a writable buffer, got a read-only {type(buf).__name__}")
         n = min(len(out), self._remaining())
         pos = 0
         for piece in self._gather(n):
@@ -494,6 +496,8 @@ class Reader:
 
     def _find(self, sub: bytes, limit: int) -> int:
         """``find`` restricted to matches that end within the next ``limit`` bytes."""
+        if self._base + self._pos < self._m._dropped:
+            raise MembufError("find: another Reader already clipped past this one's cursor")
         return find_in(self._segs, self._si - self._m._dsegs, self._cur, self._pos, sub,
                        min(limit, self._remaining()))
 
