@@ -35,11 +35,13 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 # C tests: built and run under AddressSanitizer + UndefinedBehaviorSanitizer.
-test-c: native/tests/test_alloc
-	./native/tests/test_alloc
+C_TESTS := $(patsubst %.c,%,$(wildcard native/tests/test_*.c))
 
-native/tests/test_alloc: native/tests/test_alloc.c $(NATIVE)
-	$(CC) $(CFLAGS_TEST) $(SAN) -o $@ native/tests/test_alloc.c $(NATIVE_SRC) -lpthread
+test-c: $(C_TESTS)
+	set -e; for t in $(C_TESTS); do ./$$t; done
+
+native/tests/test_%: native/tests/test_%.c $(NATIVE)
+	$(CC) $(CFLAGS_TEST) $(SAN) -o $@ $< $(NATIVE_SRC) -lpthread
 
 benchmarks/alloc_bench: benchmarks/alloc_bench.c $(NATIVE)
 	$(CC) -std=c99 -O2 -Wall -Wextra -Inative -o $@ benchmarks/alloc_bench.c $(NATIVE_SRC) -lpthread -ldl
@@ -48,4 +50,52 @@ bench: $(STAMP) benchmarks/alloc_bench
 	$(PY) -m membuf bench
 
 clean:
-	rm -rf build *.egg-info membuf/_native*.so native/tests/test_alloc benchmarks/alloc_bench
+	rm -rf build *.egg-info membuf/_native*.so $(C_TESTS) benchmarks/alloc_bench
+
+# ---- fuzzing (see fuzz/README.md) -------------------------------------------
+# make fuzz [FUZZ_SECONDS=60]: each atheris harness and the libFuzzer allocator
+# harness for FUZZ_SECONDS, then the hypothesis harness tests with a big budget.
+FUZZ_SECONDS ?= 60
+FUZZ_OUT := build/fuzz
+FUZZ_CFLAGS := -std=c99 -g -O1 -Wall -Wextra -Werror -Inative \
+	-fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+FUZZ_HARNESSES := reader codecs media
+
+fuzz: $(STAMP) $(FUZZ_OUT)/fuzz_alloc
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install -q atheris || true
+	@for h in $(FUZZ_HARNESSES); do \
+		mkdir -p $(FUZZ_OUT)/corpus-$$h && \
+		$(PY) fuzz/fuzz_$$h.py --seeds $(FUZZ_OUT)/corpus-$$h >/dev/null && \
+		if $(PY) -c 'import atheris' 2>/dev/null; then \
+			echo "== atheris: fuzz_$$h for $(FUZZ_SECONDS) s"; \
+			$(PY) fuzz/fuzz_$$h.py -max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 \
+				-print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/$$h- \
+				$(FUZZ_OUT)/corpus-$$h 2>$(FUZZ_OUT)/$$h.log || { tail -40 $(FUZZ_OUT)/$$h.log; exit 1; }; \
+			grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec)' $(FUZZ_OUT)/$$h.log; \
+		else \
+			echo "== atheris unavailable: seeded random mutation of fuzz_$$h for $(FUZZ_SECONDS) s"; \
+			$(PY) fuzz/fuzz_$$h.py --random $(FUZZ_SECONDS) || exit 1; \
+		fi; \
+	done
+	@echo "== libFuzzer: fuzz_alloc (ASan+UBSan) for $(FUZZ_SECONDS) s"
+	@mkdir -p $(FUZZ_OUT)/corpus-alloc
+	@$(FUZZ_OUT)/fuzz_alloc -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -len_control=0 \
+		-print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/alloc- \
+		$(FUZZ_OUT)/corpus-alloc 2>$(FUZZ_OUT)/alloc.log || { tail -40 $(FUZZ_OUT)/alloc.log; exit 1; }
+	@grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec)' $(FUZZ_OUT)/alloc.log
+	@echo "== hypothesis: harness tests with a big example budget"
+	MEMBUF_FUZZ_RUNS=10 MEMBUF_FUZZ_EXAMPLES=1500 $(PY) -m pytest -q tests/test_fuzz_smoke.py
+
+# clang from Debian when missing (libFuzzer ships with it)
+$(FUZZ_OUT)/fuzz_alloc: fuzz/fuzz_alloc.c $(NATIVE)
+	@command -v clang >/dev/null 2>&1 || { apt-get install -y -q clang || \
+		{ apt-get update -q && apt-get install -y -q clang; }; }
+	@mkdir -p $(FUZZ_OUT)
+	clang $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_alloc.c $(NATIVE_SRC) -lpthread
+
+# ---- soak (loopback only, bounded): make soak [SOAK_MINUTES=2 SOAK_CONNECTIONS=500] ----
+SOAK_MINUTES ?= 2
+SOAK_CONNECTIONS ?= 500
+
+soak: $(STAMP)
+	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES) --connections $(SOAK_CONNECTIONS)

@@ -128,6 +128,7 @@ class Allocator:
         self._stats = ffi.new("mb_stats *")
         self._lock = threading.Lock()             # guards the view cache, not native state
         self._debug: DebugTracker | None = None
+        self._epoch = 0        # bumped by reset(): owners of older ranges must not free them
         LIVE_ALLOCATORS.add(self)
         if self.debug:
             self._debug = DebugTracker()
@@ -255,6 +256,7 @@ class Allocator:
         """Forget every allocation and unmap every arena: all views become dangling."""
         if self._debug is not None:
             self._debug.clear()
+        self._epoch += 1
         lib.mb_alloc_reset(self._h)
         self._sync_views()
 

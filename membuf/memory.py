@@ -347,9 +347,9 @@ def _same_content(a: Iterable[memoryview], b: Iterable[memoryview]) -> bool:
         va, vb = va[n:], vb[n:]
 
 
-def _free_owned(allocator: Any, pairs: list[int], origin: str | None) -> None:
+def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str | None) -> None:
     """Finalizer of a RecyclableMemory collected without ``recycle``."""
-    live = _live_pairs(pairs)
+    live = _live_pairs(pairs, epoch, allocator)
     pairs.clear()
     if not live:
         return
@@ -363,7 +363,11 @@ def _free_owned(allocator: Any, pairs: list[int], origin: str | None) -> None:
     allocator._free_batch(live)
 
 
-def _live_pairs(pairs: list[int]) -> list[int]:
+def _live_pairs(pairs: list[int], epoch: list[int], allocator: Any) -> list[int]:
+    """The owned ranges still to free: none when the allocator was reset since they were
+    taken (reset freed them, and their addresses may belong to someone else by now)."""
+    if epoch[0] != allocator._epoch:
+        return []
     out: list[int] = []
     for i in range(0, len(pairs), 2):
         if pairs[i + 1]:
@@ -394,17 +398,20 @@ class RecyclableMemory(Memory):
     (b'abcdef', 3)
     """
 
-    __slots__ = ("allocator", "_own", "_pairs", "_finalizer")
+    __slots__ = ("allocator", "_own", "_pairs", "_epoch", "_finalizer")
 
     def __init__(self, allocator: Allocator) -> None:
         super().__init__()
         self.allocator = allocator
         self._own: list[int] = []      # parallel to _segs: pair index or -1
         self._pairs: list[int] = []    # addr0, len0, addr1, len1, ...
+        self._epoch = [allocator._epoch]  # the allocator's reset count when _pairs was filled
         origin = None
         if getattr(allocator, "debug", False):
             origin = "".join(traceback.format_stack(limit=8)[:-1])
-        self._finalizer = weakref.finalize(self, _free_owned, allocator, self._pairs, origin)
+        self._finalizer = weakref.finalize(
+            self, _free_owned, allocator, self._pairs, self._epoch, origin
+        )
 
     # -- owned segments -----------------------------------------------------
 
@@ -438,6 +445,9 @@ class RecyclableMemory(Memory):
         self._append_owned(mv, int(ffi.cast("uintptr_t", _from_buffer(mv))))
 
     def _append_owned(self, view: memoryview, addr: int) -> None:
+        if self._epoch[0] != self.allocator._epoch:    # reset since: older ranges are gone
+            self._pairs[1::2] = [0] * (len(self._pairs) // 2)
+            self._epoch[0] = self.allocator._epoch
         n = len(view)
         if n:
             self._own.append(len(self._pairs) // 2)
@@ -454,7 +464,7 @@ class RecyclableMemory(Memory):
             FreeError: an owned range was already freed elsewhere; nothing is freed
                 and the Memory is left as it was.
         """
-        live = _live_pairs(self._pairs)
+        live = _live_pairs(self._pairs, self._epoch, self.allocator)
         self.allocator._free_batch(live)
         self._pairs.clear()
         self._own.clear()
@@ -463,6 +473,8 @@ class RecyclableMemory(Memory):
     @property
     def owned_bytes(self) -> int:
         """How many bytes this object still owns (and ``recycle`` will free)."""
+        if self._epoch[0] != self.allocator._epoch:
+            return 0
         return sum(self._pairs[1::2])
 
     def __enter__(self) -> RecyclableMemory:

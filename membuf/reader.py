@@ -592,9 +592,12 @@ class Reader:
     # -- transactions -------------------------------------------------------------------
 
     def transaction(self) -> _Transaction:
-        """A context manager: a ``NeedMore`` inside rewinds the Reader to where it began.
+        """A context manager: an exception inside rewinds the Reader to where it began.
 
-        The exception still propagates (catch it outside the ``with``).
+        ``NeedMore`` is the usual one (retry when more bytes arrive), but a
+        ``MalformedError`` halfway through a record rewinds too, so a failed
+        parse consumes nothing. The exception still propagates (catch it
+        outside the ``with``).
 
         >>> r = Reader.from_bytes(b"\\x00\\x05ab")
         >>> try:
@@ -622,7 +625,7 @@ class _Transaction:
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if et is not None and issubclass(et, NeedMore):
+        if et is not None and issubclass(et, Exception):
             r = self._r
             if self._st[4] + self._st[2] < r._m._dropped:
                 raise MembufError("transaction cannot rewind past bytes that were clipped") from ev

@@ -256,10 +256,16 @@ def test_transaction_rewinds_on_needmore(split: str) -> None:
     with r.transaction():
         n = r.read_be(2)
         assert r.read_bytes(n) == b"abcde"
-    with pytest.raises(KeyError), r.transaction():   # other errors do not rewind
+    with pytest.raises(KeyError), r.transaction():   # any failure rewinds
         r.unread(2)
         raise KeyError
-    assert r.offset == 5
+    assert r.offset == 7
+    r.unread(7)
+    r.memory.push(b"\xff" * 11)
+    with pytest.raises(MalformedError), r.transaction():  # a malformed record consumes nothing
+        r.skip(7)
+        r.read_leb128()
+    assert r.offset == 0
 
 
 # -- zero copy -------------------------------------------------------------------
