@@ -373,6 +373,24 @@ async def test_frames_over_dribbled_tcp(mode: str, seed: int) -> None:
 
 
 @trio_test
+async def test_views_never_span_chunks_when_frames_are_short() -> None:
+    # frames up to 300 B, chunks of 2 KiB: every partial frame is carried into the
+    # next chunk, so the codec never has to join one
+    frames = make_frames(5, 2000, big=False)
+    frames = [f[:300] for f in frames]
+    c = codec()
+    got: list[bytes] = []
+    async with loopback() as (server, client), trio.open_nursery() as nursery:
+        nursery.start_soon(dribble, client, encode(frames), 5, 700)
+        async with StreamReader(server, chunk_size=2048) as rx:
+            async for batch in rx.frames(c, views=True, batch=True):
+                got += map(bytes, batch)
+            assert rx.stats().compacted > 0
+    assert c.joined == 0
+    assert got == frames
+
+
+@trio_test
 async def test_frames_eof_inside_a_frame() -> None:
     async with loopback() as (server, client):
         await client.send_all(leb128(3) + b"abc" + leb128(10) + b"12345")
