@@ -79,7 +79,7 @@ fuzz: $(STAMP) $(FUZZ_OUT)/fuzz_alloc
 	done
 	@echo "== libFuzzer: fuzz_alloc (ASan+UBSan) for $(FUZZ_SECONDS) s"
 	@mkdir -p $(FUZZ_OUT)/corpus-alloc
-	@$(FUZZ_OUT)/fuzz_alloc -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -len_control=0 \
+	@$(FUZZ_OUT)/fuzz_alloc -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 		-print_final_stats=1 -artifact_prefix=$(FUZZ_OUT)/alloc- \
 		$(FUZZ_OUT)/corpus-alloc 2>$(FUZZ_OUT)/alloc.log || { tail -40 $(FUZZ_OUT)/alloc.log; exit 1; }
 	@grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec)' $(FUZZ_OUT)/alloc.log

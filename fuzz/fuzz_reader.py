@@ -14,7 +14,8 @@ bytes plus a cursor, so every operation has an exact expected outcome:
 and after a failed read the Reader's ``len`` and ``offset`` must be what they
 were (atomicity). After every operation ``len(reader)``, ``reader.offset``,
 ``len(memory)`` and ``memory.to_bytes()`` are compared with the model, and
-inside a transaction a ``NeedMore`` must rewind exactly to where it began.
+inside a transaction an error (``NeedMore`` or ``MalformedError``) must
+rewind exactly to where it began.
 
 Run: ``python fuzz/fuzz_reader.py -max_total_time=60`` (atheris) or
 ``python fuzz/fuzz_reader.py --random 60`` (seeded mutation, no atheris).
@@ -241,10 +242,8 @@ def one_input(data: bytes) -> None:
                 with r.transaction():
                     for _ in range(1 + inp.u8() % 3):
                         apply(r, mem, m, inp.u8() % N_READS, inp)
-            except NeedMore:
-                m.pos = start                     # the transaction rewinds
-            except MalformedError:
-                pass                              # no rewind: earlier reads stand
+            except MembufError:
+                m.pos = start                     # any error inside rewinds the transaction
         else:                                     # a fresh Reader sees the whole Memory
             fresh = mem.reader()
             assert fresh.read_bytes(len(fresh)) == m.data[m.dropped :], "fresh reader"
