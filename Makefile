@@ -8,7 +8,7 @@ NATIVE := $(NATIVE_SRC) $(wildcard native/*.h native/*.cdef) native/build_ffi.py
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 CFLAGS_TEST := -std=c99 -g -O1 -Wall -Wextra -Werror -Inative
 
-.PHONY: all install demo test test-c test-py lint bench fuzz soak clean
+.PHONY: all install demo test test-c test-py lint bench bench-quick fuzz soak clean
 
 all: install
 
@@ -46,8 +46,22 @@ native/tests/test_%: native/tests/test_%.c $(NATIVE)
 benchmarks/alloc_bench: benchmarks/alloc_bench.c $(NATIVE)
 	$(CC) -std=c99 -O2 -Wall -Wextra -Inative -o $@ benchmarks/alloc_bench.c $(NATIVE_SRC) -lpthread -ldl
 
-bench: $(STAMP) benchmarks/alloc_bench
+# The benchmark suite: rich, matplotlib and leb128 (the `bench` extra), mimalloc and jemalloc
+# (Debian packages, best effort) for the allocator comparison. `bench` rewrites docs/benchmarks.md.
+BENCH_STAMP := $(VENV)/.membuf-bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
+	-@if command -v apt-get >/dev/null 2>&1 && ! ldconfig -p | grep -q libjemalloc.so.2; then \
+		(export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q libmimalloc2.0 libjemalloc2) >/dev/null 2>&1 \
+		|| echo "mimalloc/jemalloc not installed: the allocator table compares with glibc only"; fi
+	touch $@
+
+bench: $(BENCH_STAMP) benchmarks/alloc_bench
 	$(PY) -m membuf bench
+
+bench-quick: $(BENCH_STAMP) benchmarks/alloc_bench
+	$(PY) -m membuf bench --quick
 
 clean:
 	rm -rf build *.egg-info membuf/_native*.so $(C_TESTS) benchmarks/alloc_bench
