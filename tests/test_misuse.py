@@ -294,6 +294,9 @@ def _cases() -> list[Any]:
     return out
 
 
+# the batch row leaves a RecyclableMemory whose owned range was freed behind its back:
+# its finalizer's own FreeError is reported as unraisable, which is the point of that row
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize(("row", "debug"), _cases())
 def test_misuse(row: Row, debug: bool) -> None:
     a = Allocator(debug=debug)
