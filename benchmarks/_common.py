@@ -247,6 +247,17 @@ TABLE_HEAD = ("group", "workload", "unit", "membuf (form)", "median", "min..max"
               "best baseline / limit (form)", "median", "min..max", "ratio", "target", "load")
 
 
+def fmt_ratio(ratio: float | None, target: float | None = None) -> str:
+    """``1.23x``; three decimals where two would round across the target."""
+    if ratio is None:
+        return "-"
+    if ratio == float("inf"):
+        return "inf"
+    if target is not None and (round(ratio, 2) >= target) != (ratio >= target):
+        return f"{ratio:.3f}x"
+    return f"{ratio:.2f}x"
+
+
 def row_cells(r: Row) -> list[str]:
     ratio = r.ratio
     tgt = r.target_text or (f">= {r.target:g}x" if r.target is not None else "")
@@ -256,7 +267,7 @@ def row_cells(r: Row) -> list[str]:
         r.group, r.workload, r.unit, r.membuf, fmt(r.value), f"{fmt(r.lo)}..{fmt(r.hi)}",
         r.baseline or "-", fmt(r.base_value),
         f"{fmt(r.base_lo)}..{fmt(r.base_hi)}" if r.base_lo is not None else "-",
-        f"{ratio:.2f}x" if ratio is not None else "-", tgt, f"{r.load:.2f}",
+        fmt_ratio(ratio, r.target), tgt, f"{r.load:.2f}",
     ]
 
 

@@ -106,6 +106,10 @@ def plot_rss(burst: dict[str, dict[str, Any]], out: Path, subtitle: str) -> Path
                 ax.axvline(r["marks"][mark] - t0, color="grey", alpha=0.4, linewidth=0.8)
                 ax.text(r["marks"][mark] - t0, ax.get_ylim()[1], f" {mark}", fontsize=7,
                         va="top", color="grey")
+    starts = [r["before"] / (1 << 20) for r in burst.values()]
+    if starts:
+        ax.axhline(1.1 * max(starts), color="red", alpha=0.5, linewidth=0.8, linestyle=":")
+        ax.text(0, 1.1 * max(starts), "start + 10%", fontsize=7, color="red", va="bottom")
     ax.set_xlabel("seconds since the burst started")
     ax.set_ylabel("RSS MiB")
     ax.set_title(f"RSS over a burst\n{subtitle}", fontsize=10)

@@ -16,7 +16,9 @@ import shutil
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import cast
 
 from _common import REPO, CheckError, Detail, Figure, Mode, Part, Progress, Row, fmt, interleaved
 
@@ -54,7 +56,7 @@ def c_harness(mode: Mode, prog: Progress) -> Part:
     if exe is None:
         part.notes.append("C harness not built (no make/cc): allocator rows skipped.")
         return part
-    runs, scale = mode.pick((1, 0.001), (3, 0.05), (5, 0.4))
+    runs, scale = mode.pick((1, 0.001), (2, 0.05), (5, 0.4))
     env = dict(os.environ, **_TLS_ENV)
     tables = []
     for i in range(runs):
@@ -117,14 +119,18 @@ def python_alloc(mode: Mode, prog: Progress) -> Part:
     for r in rows:
         size = int(r["size"])  # type: ignore[call-overload]
         label = f"{size} B" if size < 1024 else f"{size >> 10} KiB"
-        mlo, mhi = r["membuf_range"]  # type: ignore[misc]
-        blo, bhi = r["bytearray_range"]  # type: ignore[misc]
+        mlo, mhi = cast(tuple[float, float], r["membuf_range"])
+        blo, bhi = cast(tuple[float, float], r["bytearray_range"])
         part.rows.append(Row(
             "allocator (Python)", f"malloc+free {label}", "ns/pair", "Allocator.malloc/free",
             float(r["membuf_ns"]), mlo, mhi,  # type: ignore[arg-type]
             "bytearray(n) then drop", float(r["bytearray_ns"]), blo, bhi,  # type: ignore[arg-type]
             higher_is_better=False, note="1 native call each for malloc and free"))
     return part
+
+
+def _gbs(nbytes: int, seconds: float) -> float:
+    return nbytes / seconds / 1e9
 
 
 def limits(mode: Mode, prog: Progress) -> Part:
@@ -168,7 +174,7 @@ def limits(mode: Mode, prog: Progress) -> Part:
                 mv[:] = src
 
         g = interleaved({"copy": copy}, rounds, timer=time.perf_counter)["copy"]
-        gbs = g.scaled(lambda s, size=size, reps=reps: size * reps / s / 1e9)
+        gbs = g.scaled(partial(_gbs, size * reps))
         if dst != src:
             raise CheckError("memcpy: destination differs from source")
         part.rows.append(Row("limit", f"memcpy {label}", "GB/s", "mv[:] = src",
@@ -179,7 +185,7 @@ def limits(mode: Mode, prog: Progress) -> Part:
 
 
 def steps(mode: Mode) -> int:
-    return mode.pick(1, 3, 5) + 1 + 3
+    return mode.pick(1, 2, 5) + 1 + 3
 
 
 def measure(mode: Mode, prog: Progress) -> list[Part]:

@@ -46,6 +46,7 @@ from _common import (
     Progress,
     Row,
     checks_made,
+    fmt_ratio,
     frame_stream,
     machine,
     md_table,
@@ -217,7 +218,7 @@ def render_doc(mode: Mode, argv: list[str], info: dict[str, Any], parts: list[Pa
     for r in targets(rows):
         out.append(f"- **{r.status}**: {r.group}, {r.workload}: {r.membuf} "
                    f"{r.value:.3g} {r.unit} vs {r.baseline} {r.base_value:.3g} -> "
-                   f"{r.ratio:.2f}x (target {r.target_text or f'>= {r.target:g}x'}).")
+                   f"{fmt_ratio(r.ratio, r.target)} (target {r.target_text or f'>= {r.target:g}x'}).")
     missed = [r for r in targets(rows) if r.status == "MISSED"]
     if missed:
         out += ["", f"membuf misses {len(missed)} of its {len(targets(rows))} targets in this "
@@ -305,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"targets: {sum(r.status == 'met' for r in tg)} met, "
               f"{sum(r.status == 'MISSED' for r in tg)} missed")
         for r in tg:
-            print(f"  {r.status:<6} {r.group}, {r.workload}: {r.ratio:.2f}x "
+            print(f"  {r.status:<6} {r.group}, {r.workload}: {fmt_ratio(r.ratio, r.target)} "
                   f"(target {r.target_text or f'>= {r.target:g}x'})")
     for n in (n for p in parts for n in p.notes):
         print(f"note: {n}")

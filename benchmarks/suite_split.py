@@ -36,6 +36,7 @@ import random
 import struct
 import sys
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from _common import (
@@ -314,10 +315,10 @@ PLAIN = "plain loop"
 
 def split_cases(kind: str) -> dict[str, Case]:
     if kind == "crlf":
-        def codec() -> Any:
+        def lines() -> Any:
             return Delimited(b"\r\n", max_frame=1 << 16)
         cases: dict[str, Case] = {
-            MEMBUF_MAIN: membuf_views(codec),
+            MEMBUF_MAIN: membuf_views(lines),
             "plain loop (bytearray.find)": plain_crlf_find,
             "bytes.split, tail carried": plain_crlf_split,
             "asyncio readuntil": asyncio_case(kind),
@@ -358,6 +359,10 @@ def stream_for(kind: str, spec: str, mode: Mode) -> tuple[bytes, Checksum]:
     return frame_stream(kind, spec, int(frames * (mean + 4)), seed=7, min_frames=frames)
 
 
+def _rate(count: float, seconds: float) -> float:
+    return count / seconds / 1e6
+
+
 def run_matrix(kind: str, specs: list[str], mode: Mode, prog: Progress,
                rounds: int) -> dict[str, dict[str, tuple[Figure, Figure]]]:
     """``{size spec: {contender: (MB/s figure, M frames/s figure)}}``."""
@@ -369,11 +374,11 @@ def run_matrix(kind: str, specs: list[str], mode: Mode, prog: Progress,
         cases = split_cases(kind)
         for name, fn in cases.items():          # every contender's output, checked before timing
             verify(f"{kind} {spec} {name}", fn(chunks), want)
-        figs = interleaved({n: (lambda f=f, c=chunks: f(c)) for n, f in cases.items()}, rounds,
-                           warmup=0 if mode.check else 1)
+        timed: dict[str, Callable[[], object]] = {n: partial(f, chunks) for n, f in cases.items()}
+        figs = interleaved(timed, rounds, warmup=0 if mode.check else 1)
         nframes, nbytes = want[0], want[1]
-        out[spec] = {n: (f.scaled(lambda s, b=nbytes: b / s / 1e6),
-                         f.scaled(lambda s, k=nframes: k / s / 1e6)) for n, f in figs.items()}
+        out[spec] = {n: (f.scaled(partial(_rate, nbytes)), f.scaled(partial(_rate, nframes)))
+                     for n, f in figs.items()}
         prog.advance()
     return out
 
@@ -540,8 +545,8 @@ if __name__ == "__main__":
     for part in parts:
         for d in part.details:
             print(d.title)
-            for r in d.rows:
-                print("   ", r)
+            for cells in d.rows:
+                print("   ", cells)
         for r in part.rows:
             print(r.group, r.workload, r.membuf, fmt(r.value), r.unit, r.baseline,
                   fmt(r.base_value), f"{r.ratio:.2f}" if r.ratio else "-", r.status)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,7 @@ def run_anyio(receiver: Callable[..., Any], conns: int, sizes: str, per_conn: in
         listener = multi.listeners[0]
         port = listener.extra(anyio.abc.SocketAttribute.local_port)
         proc = start_sender(port, conns, sizes, per_conn, seed)
-        streams = [await listener.accept() for _ in range(conns)]
+        streams = [await listener.accept() for _ in range(conns)]  # type: ignore[attr-defined]
         await multi.aclose()
         results: list[Any] = [None] * conns
 
@@ -258,8 +259,8 @@ def run_asyncio_protocol(receiver: Any, conns: int, sizes: str, per_conn: int, s
         socks, proc = await _asyncio_accept(conns, sizes, per_conn, seed)
         dones: list[asyncio.Future[Checksum]] = [loop.create_future() for _ in socks]
         t0, c0 = time.perf_counter(), time.thread_time()
-        transports = [(await loop.connect_accepted_socket(
-            lambda d=d: FrameProtocol(d), s))[0] for s, d in zip(socks, dones, strict=True)]
+        transports = [(await loop.connect_accepted_socket(partial(FrameProtocol, d), s))[0]
+                      for s, d in zip(socks, dones, strict=True)]
         results = await asyncio.gather(*dones)
         dt, cpu = time.perf_counter() - t0, time.thread_time() - c0
         for t in transports:
@@ -316,13 +317,13 @@ Sample = tuple[float, float, float]    # frames/s, MB/s, receiver CPU ns per fra
 
 def run_workload(label: str, names: list[str], conns: int, sizes: str, per_conn: int,
                  rounds: int, mode: Mode, prog: Progress, slow: dict[str, int] | None = None,
-                 seed: int = 1) -> dict[str, Figure | Any]:
+                 seed: int = 1) -> dict[str, tuple[Figure, Figure, Figure]]:
     """``{name: (frames/s Figure, MB/s Figure, CPU ns/frame Figure)}`` for one workload."""
     table = contenders()
     names = [n for n in names if n in table]
     slow = slow or {}
     samples: dict[str, list[Sample]] = {n: [] for n in names}
-    if not mode.check:                                           # warm-up: a short run each
+    if not mode.check and (conns == 1 or not mode.quick):       # warm-up: a short run each
         prog.step(f"loopback {label}: warm-up")
         for n in names:
             runner, receiver = table[n]
@@ -339,7 +340,8 @@ def run_workload(label: str, names: list[str], conns: int, sizes: str, per_conn:
             frames = expected(sizes, pc, seed)[1][0] * conns
             samples[n].append((frames / dt / 1e6, total / dt / 1e6, cpu / frames * 1e9))
         prog.advance()
-    return {n: tuple(Figure([s[i] for s in v]) for i in range(3)) for n, v in samples.items()}
+    return {n: (Figure([s[0] for s in v]), Figure([s[1] for s in v]), Figure([s[2] for s in v]))
+            for n, v in samples.items()}
 
 
 def detail(title: str, res: dict[str, Any]) -> Detail:
@@ -456,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         parts = measure(mode, prog)
     for d in parts[0].details:
         print(d.title)
-        for r in d.rows:
-            print("   ", r)
+        for cells in d.rows:
+            print("   ", cells)
     for r in parts[0].rows:
         print(r.workload, r.membuf, fmt(r.value), r.unit, r.baseline, fmt(r.base_value),
               f"{r.ratio:.2f}x" if r.ratio else "-", r.status)
