@@ -1,0 +1,192 @@
+"""Bounded service under memory pressure, over real loopback TCP (issue 7, DESIGN.md section 6).
+
+``serve_tcp(handler, port, allocator=Allocator(max_bytes=...))``: every
+connection shares one capped allocator. A greedy client sends frames that
+its handler retains (``read_frame``) until the allocator cannot give the
+connection another receive chunk. Then:
+
+* that connection gets ``MemoryLimitError``, is closed, and the reason is
+  logged (logger ``membuf.stream``, with the exception);
+* the other connections, idle and open while it happened, keep working:
+  every frame they echo comes back intact (checked byte for byte);
+* the memory is reusable: once the greedy handler is gone its bytes are
+  free again, a fresh malloc of half the cap succeeds, and new connections
+  work; at the end the allocator holds nothing and passes ``check()``.
+
+Phases are sequenced with trio events rather than sleeps, so the test has no
+timing assertions: which connection exhausts the cap is deterministic.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import random
+
+import trio
+
+import membuf
+from membuf import Allocator, Connection, MemoryLimitError
+
+CAP = 1 << 20                 # max_bytes for the whole service
+GREEDY, ECHO = b"G", b"E"
+
+
+async def handler(conn: Connection) -> None:
+    """``G``: retain every frame (a leak by design); ``E``: echo length-prefixed frames."""
+    rx = conn.reader
+    kind = bytes([await rx.read_byte()])
+    if kind == GREEDY:
+        kept = []
+        while True:
+            n = await rx.read_be(4)
+            kept.append(await rx.read_frame(n))        # retained: owns its bytes
+    while True:
+        try:
+            n = await rx.read_be(4)
+        except membuf.IncompleteReadError:
+            return                                     # the client hung up between frames
+        body = await rx.read_exactly(n)
+        await conn.send(membuf.Memory(n.to_bytes(4, "big"), *body))
+
+
+async def echo_round(stream: trio.SocketStream, rng: random.Random, frames: int) -> None:
+    """Send ``frames`` random frames and check each comes back exactly."""
+    for _ in range(frames):
+        body = rng.randbytes(rng.randint(0, 3000))
+        await stream.send_all(len(body).to_bytes(4, "big") + body)
+        want = len(body).to_bytes(4, "big") + body
+        got = b""
+        while len(got) < len(want):
+            piece = await stream.receive_some(len(want) - len(got))
+            assert piece, "the echo connection was closed under pressure"
+            got += piece
+        assert got == want
+
+
+async def flood(port: int) -> int:
+    """Greedy client: send 32 KiB frames until the server closes the connection."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    sent = 0
+    body = b"g" * (32 << 10)
+    try:
+        await stream.send_all(GREEDY)
+        while sent < 64 * CAP:                          # bounded: the cap is hit long before
+            await stream.send_all(len(body).to_bytes(4, "big") + body)
+            sent += len(body)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+    else:
+        raise AssertionError("the greedy connection was never cut off")
+    finally:
+        await trio.aclose_forcefully(stream)
+    return sent
+
+
+class Reasons(logging.Handler):
+    """Keep the message, exception type and text of each record, never the record or the
+    exception: its traceback would keep the failed handler's frame, and so the frames it
+    retained, alive (pytest's caplog keeps records, which is why propagation is cut)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.seen: list[tuple[str, type[BaseException] | None, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        self.seen.append((record.getMessage(), type(exc) if exc else None, str(exc)))
+
+
+def test_connection_out_of_memory_is_closed_and_others_keep_running() -> None:
+    log = logging.getLogger("membuf.stream")
+    reasons = Reasons()
+    log.addHandler(reasons)
+    log.propagate = False          # pytest's own capture handler keeps records too
+    try:
+        run_pressure()
+    finally:
+        log.removeHandler(reasons)
+        log.propagate = True
+    assert len(reasons.seen) == 1, reasons.seen
+    message, kind, text = reasons.seen[0]
+    assert kind is MemoryLimitError, (kind, text)
+    assert f"max_bytes={CAP}" in text
+    assert "connection closed" in message
+
+
+def run_pressure() -> None:
+    a = Allocator(arena_size=64 << 10, max_arena_size=256 << 10, max_bytes=CAP)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                membuf.serve_tcp, handler, 0, "127.0.0.1", a,
+            )
+            port = listeners[0].socket.getsockname()[1]
+            rng = random.Random(7)
+
+            echoes = []
+            for _ in range(4):                          # open, and proven working
+                s = await trio.open_tcp_stream("127.0.0.1", port)
+                await s.send_all(ECHO)
+                await echo_round(s, rng, 10)
+                echoes.append(s)
+
+            sent = await flood(port)                    # cut off by MemoryLimitError
+            assert sent > 0
+
+            # the greedy handler is gone: its chunks and retained frames are free again
+            with trio.fail_after(30):
+                while True:
+                    gc.collect()
+                    if a.stats().in_use == 0:
+                        break
+                    await trio.sleep(0.01)
+            half = a.malloc(CAP // 2)                   # memory is reusable
+            a.free(half)
+
+            for s in echoes:                            # the others kept running
+                await echo_round(s, rng, 20)
+            late = await trio.open_tcp_stream("127.0.0.1", port)
+            await late.send_all(ECHO)
+            await echo_round(late, rng, 20)             # and new connections work
+            for s in [*echoes, late]:
+                await s.aclose()
+            with trio.fail_after(30):
+                while a.stats().in_use:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    gc.collect()
+    s = a.stats()
+    assert s.in_use == 0 and s.reserved <= CAP and s.failed >= 1
+    a.check()
+
+
+def test_read_over_max_buffered_is_malformed_not_out_of_memory() -> None:
+    """A frame bigger than a connection's max_buffered is refused before any memory is spent."""
+    a = Allocator(max_bytes=CAP)
+    outcome: list[BaseException] = []
+
+    async def big_frame(conn: Connection) -> None:
+        try:
+            await conn.reader.read_exactly(4 * CAP)
+        except membuf.MalformedError as exc:
+            outcome.append(exc)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(
+                membuf.serve_tcp, big_frame, 0, "127.0.0.1", a,
+            )
+            port = listeners[0].socket.getsockname()[1]
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            await stream.send_all(b"x" * 1000)
+            assert await stream.receive_some(10) == b""  # the handler returned: closed
+            await stream.aclose()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert len(outcome) == 1 and "max_buffered" in str(outcome[0])
+    assert a.stats().in_use == 0 and a.stats().failed == 0
