@@ -56,7 +56,7 @@ def c_harness(mode: Mode, prog: Progress) -> Part:
     if exe is None:
         part.notes.append("C harness not built (no make/cc): allocator rows skipped.")
         return part
-    runs, scale = mode.pick((1, 0.001), (2, 0.05), (5, 0.4))
+    runs, scale = mode.pick((1, 0.001), (2, 0.05), (5, 1.0))
     env = dict(os.environ, **_TLS_ENV)
     tables = []
     for i in range(runs):

@@ -42,7 +42,7 @@ def measure(mode: Mode, prog: Progress) -> list[Part]:
         part.notes.append("RTMP ingest skipped: pyrtmp is not installed (pip install pyrtmp); "
                           f"last figures in {MEDIA_DOC}.")
         return [part]
-    rounds, seconds = 3, 10
+    rounds, seconds = 5, 20
     prog.step(f"RTMP ingest: ffmpeg -> serve-rtmp / pyrtmp, {rounds} rounds of a {seconds} s FLV")
     proc = subprocess.run([sys.executable, str(HERE / "bench_rtmp.py"), "--rounds", str(rounds),
                            "--seconds", str(seconds)], capture_output=True, text=True, timeout=600)

@@ -353,7 +353,7 @@ def size_label(spec: str) -> str:
 
 
 def stream_for(kind: str, spec: str, mode: Mode) -> tuple[bytes, Checksum]:
-    budget, lo, hi = mode.pick((160 << 10, 4, 2_000), (2 << 20, 32, 12_000), (8 << 20, 128, 50_000))
+    budget, lo, hi = mode.pick((160 << 10, 4, 2_000), (2 << 20, 32, 12_000), (16 << 20, 256, 100_000))
     mean = (sum(int(x) for x in spec.split("-")) / 2) if "-" in spec else int(spec)
     frames = int(min(max(budget / (mean + 4), lo), hi))
     return frame_stream(kind, spec, int(frames * (mean + 4)), seed=7, min_frames=frames)
@@ -390,7 +390,7 @@ def best_baseline(res: dict[str, tuple[Figure, Figure]], idx: int) -> str:
 
 def split_part(mode: Mode, prog: Progress) -> Part:
     part = Part("frame split")
-    rounds = mode.pick(1, 3, 7)
+    rounds = mode.pick(1, 3, 9)
     specs = mode.pick(["16-300", "16", "65536"], ["16-300", "16", "256", "4096", "65536"],
                       ["16-300", "16", "64", "256", "1024", "4096", "16384", "65536"])
     matrix: dict[str, Any] = {}
@@ -429,7 +429,7 @@ def split_part(mode: Mode, prog: Progress) -> Part:
 
 def crlf_part(mode: Mode, prog: Progress) -> Part:
     part = Part("CRLF lines")
-    rounds = mode.pick(1, 3, 7)
+    rounds = mode.pick(1, 3, 9)
     res = run_matrix("crlf", ["16-300"], mode, prog, rounds)["16-300"]
     part.details.append(Detail(
         f"CRLF lines of 16..300 B in memory, median of {rounds} rounds", ["contender",

@@ -364,22 +364,22 @@ BASELINES = ["trio bytearray", "asyncio readexactly", PROTOCOL, "anyio exactly",
 def measure(mode: Mode, prog: Progress) -> list[Part]:
     raise_fd_limit(4096)
     part = Part("trio loopback")
-    rounds = mode.pick(1, 3, 5)
+    rounds = mode.pick(1, 3, 7)
     one = [RAW, MEMBUF, "membuf views loop", *BASELINES]
     if not mode.quick:
         one[3:3] = ["raw recv_into 64K", "membuf Memory", "membuf read_exactly"]
-    small = mode.pick(256 << 10, 8 << 20, 32 << 20)
+    small = mode.pick(256 << 10, 8 << 20, 64 << 20)
     slow = {"anyio exactly": small // 8, "asyncio readexactly": small // 2}
     res_small = run_workload("1 conn, 16..300 B", one, 1, "16-300", small, rounds, mode, prog, slow)
     part.details.append(detail(f"trio loopback, 1 connection, LEB128 frames of 16..300 B "
                                f"({small >> 20 or small / (1 << 20):g} MiB; median of {rounds} "
                                "rounds, wall clock)", res_small))
-    big = mode.pick(1 << 20, 96 << 20, 384 << 20)
+    big = mode.pick(1 << 20, 96 << 20, 512 << 20)
     res_big = run_workload("1 conn, 64 KiB", one, 1, "65536", big, rounds, mode, prog)
     part.details.append(detail(f"trio loopback, 1 connection, 64 KiB frames ({big >> 20} MiB; "
                                f"median of {rounds} rounds, wall clock)", res_big))
     conns = mode.pick(32, 256, 256)
-    per = mode.pick(8 << 10, 32 << 10, 256 << 10)
+    per = mode.pick(8 << 10, 32 << 10, 512 << 10)
     many = [RAW, MEMBUF, "trio bytearray", "asyncio readexactly", PROTOCOL, "anyio receive"]
     res_many = run_workload(f"{conns} conns, 16..300 B", many, conns, "16-300", per, rounds, mode,
                             prog)
@@ -419,23 +419,23 @@ def measure(mode: Mode, prog: Progress) -> list[Part]:
                        "anyio receive"]
         sweep: dict[str, dict[str, float]] = {}
         rows = []
-        for size, nbytes in ((64, 24 << 20), (1024, 96 << 20), (16384, 256 << 20),
-                             (262144, 256 << 20)):
-            res = run_workload(f"1 conn, {size} B", sweep_names, 1, str(size), nbytes, 3, mode,
+        for size, nbytes in ((64, 48 << 20), (1024, 192 << 20), (16384, 512 << 20),
+                             (262144, 512 << 20)):
+            res = run_workload(f"1 conn, {size} B", sweep_names, 1, str(size), nbytes, 4, mode,
                                prog)
             sweep[str(size)] = {n: v[1].median for n, v in res.items()}
             rows.append([f"{size} B" if size < 1024 else f"{size >> 10} KiB"]
                         + [f"{fmt(res[n][1].median)}" for n in sweep_names])
         part.details.append(Detail("trio loopback, 1 connection, fixed frame sizes: payload "
-                                   "MB/s (median of 3 rounds, wall clock)",
+                                   "MB/s (median of 4 rounds, wall clock)",
                                    ["frame size", *sweep_names], rows))
         part.data["loopback_sweep"] = sweep
     return [part]
 
 
 def steps(mode: Mode) -> int:
-    rounds = mode.pick(1, 3, 5)
-    return 3 * rounds + (0 if mode.quick or mode.check else 4 * 3)
+    rounds = mode.pick(1, 3, 7)
+    return 3 * rounds + (0 if mode.quick or mode.check else 4 * 4)
 
 
 def main(argv: list[str] | None = None) -> int:
