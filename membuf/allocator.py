@@ -174,6 +174,9 @@ class Allocator:
             raise FreeError(f"free needs a contiguous buffer, got {_describe(mv)}: {exc}") from None
         r = _native_free(self._h, p, len(p))
         if r:
+            # Release the buffer export before raising: a caught error's traceback can end
+            # up in a reference cycle, and the GC must not clear mv while p still exports it.
+            del p
             self._after_free(r, mv)
 
     # -- the rest of the API --------------------------------------------------
@@ -330,14 +333,15 @@ class Allocator:
             p = _from_buffer(mv, require_writable=True)
         except (TypeError, BufferError, ValueError) as exc:
             raise FreeError(f"free needs a contiguous buffer, got {_describe(mv)}: {exc}") from None
-        n = len(p)
+        n, address = len(p), int(ffi.cast("uintptr_t", p))
+        del p                              # no buffer export may outlive this line (see free)
         if not n:
             return
-        address = int(ffi.cast("uintptr_t", p))
         assert self._debug is not None
         with self._debug_lock:
             self._debug_check(address, n)
-            self._native_free_pairs(self._debug.on_free(address, memoryview(ffi.buffer(p, n))))
+            view = memoryview(ffi.buffer(ffi.cast("char *", address), n))
+            self._native_free_pairs(self._debug.on_free(address, view))
 
     def _debug_check(self, address: int, n: int) -> None:
         assert self._debug is not None
@@ -388,24 +392,32 @@ class Allocator:
         )
 
     def _arena_view(self, aid: int) -> memoryview:
-        with self._lock:
-            self._sync_views()
-            return self._views[aid]
+        self._sync_views()
+        return self._views[aid]
 
     def _sync_views(self) -> None:
-        """Make the view cache match the native arena table (after growth or release)."""
-        live: dict[int, tuple[int, int]] = {}
-        info = ffi.new("uint64_t[3]")
-        for i in range(lib.mb_alloc_arena_count(self._h)):
-            if lib.mb_alloc_arena_info(self._h, i, info, info + 1, info + 2) == 0:
-                live[info[0]] = (info[1], info[2])
-        views = {
-            aid: self._views[aid] if aid in self._views else
-            memoryview(ffi.buffer(ffi.cast("char *", base), size))
-            for aid, (base, size) in live.items()
-        }
-        self._bases = {aid: base for aid, (base, _) in live.items()}
-        self._views = views
+        """Make the view cache match the native arena table (after growth or release).
+
+        The table is read in one native call, and rebuilds are serialised, so the
+        last cache written is the newest: a thread that just got bytes in a new arena
+        always finds it after its own rebuild.
+        """
+        with self._lock:
+            cap = 16
+            while True:
+                table = ffi.new("uint64_t[]", 3 * cap)
+                n = lib.mb_alloc_arena_table(self._h, table, cap)
+                if n <= cap:
+                    break
+                cap = n
+            triples = ffi.unpack(table, 3 * n)
+            live = {triples[i]: (triples[i + 1], triples[i + 2]) for i in range(0, 3 * n, 3)}
+            old = self._views
+            self._views = {
+                aid: old[aid] if aid in old else memoryview(ffi.buffer(ffi.cast("char *", base), size))
+                for aid, (base, size) in live.items()
+            }
+            self._bases = {aid: base for aid, (base, _) in live.items()}
 
     def _after_free(self, r: int, mv: Any) -> None:
         if r > 0:                 # arenas were released: drop their views

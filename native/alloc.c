@@ -480,6 +480,19 @@ size_t mb_alloc_arena_count(mb_alloc *a)
     return n;
 }
 
+size_t mb_alloc_arena_table(mb_alloc *a, uint64_t *out, size_t cap)
+{
+    mb_lock_take(&a->lock);
+    size_t n = a->narenas;
+    for (size_t i = 0; i < n && i < cap; i++) {
+        out[3 * i] = a->arenas[i].id;
+        out[3 * i + 1] = a->arenas[i].base;
+        out[3 * i + 2] = a->arenas[i].size;
+    }
+    mb_lock_give(&a->lock);
+    return n;
+}
+
 int mb_alloc_arena_info(mb_alloc *a, size_t i, uint64_t *id, uint64_t *base, uint64_t *size)
 {
     mb_lock_take(&a->lock);

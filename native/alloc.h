@@ -70,6 +70,10 @@ void *mb_alloc_borrow(mb_alloc *a, size_t n, size_t *capacity);
 void mb_alloc_last_free_report(mb_alloc *a, mb_free_report *out);
 
 /* The arena table, for the Python side's one-view-per-arena cache. */
+/* The whole table at once, as (id, base, size) triples, taken under the lock so that a
+ * concurrent grow or release cannot shift it mid-read. Returns the arena count; when
+ * it is above cap only the first cap triples were written: call again with more room. */
+size_t mb_alloc_arena_table(mb_alloc *a, uint64_t *out, size_t cap);
 size_t mb_alloc_arena_count(mb_alloc *a);
 int mb_alloc_arena_info(mb_alloc *a, size_t i, uint64_t *id, uint64_t *base, uint64_t *size);
 
