@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -125,12 +126,12 @@ def status_line(t: Traffic, server: AllocatorStats, client: AllocatorStats | Non
     """One line of live figures (the plain display)."""
     dt = max(time.perf_counter() - t.started, 1e-9)
     line = (
-        f"{dt:5.1f}s {t.frames:>10,} frames {t.frames / dt / 1e6:6.2f} M frames/s "
-        f"{t.payload / dt / 1e6:7.1f} MB/s | server in_use {_fmt_bytes(server.in_use):>9} "
-        f"reserved {_fmt_bytes(server.reserved):>9}"
+        f"{dt:4.1f}s {t.frames:>10,} frames {t.frames / dt / 1e6:5.2f} M/s "
+        f"{t.payload / dt / 1e6:6.1f} MB/s | server {_fmt_bytes(server.in_use)} in use, "
+        f"{_fmt_bytes(server.reserved)} mapped"
     )
     if client is not None:
-        line += f" | client in_use {_fmt_bytes(client.in_use):>9}"
+        line += f" | client {_fmt_bytes(client.in_use)}"
     return line
 
 
@@ -165,8 +166,9 @@ class _Display:
     def update(self, t: Traffic, server: AllocatorStats, client: AllocatorStats | None) -> None:
         if self.live is not None:
             self.live.update(_rich_table(t, server, client))
-        elif self.tty:
-            self.out.write("\r" + status_line(t, server, client) + " ")
+        elif self.tty:   # one rewritten line, never wider than the terminal
+            width = shutil.get_terminal_size((100, 24)).columns - 1
+            self.out.write("\r" + status_line(t, server, client)[:width].ljust(width))
             self.out.flush()
         elif time.perf_counter() - self.last_plain >= 1.0:   # a log, not a terminal
             self.last_plain = time.perf_counter()
