@@ -400,8 +400,15 @@ class StreamReader:
 
     def _release_consumed(self) -> None:
         """Free the consumed prefix of the Memory and joined frames (the lazy free)."""
-        if len(self._mem) != len(self._reader):
-            self._reader.clip_front(self.allocator.free)
+        mem = self._mem
+        if len(mem) != len(self._reader):
+            if len(self._reader):
+                self._reader.clip_front(self.allocator.free)
+            else:                     # all consumed (the common case): no clipping to do
+                free = self.allocator.free
+                for seg in mem:
+                    free(seg)
+                mem.clear()
         if self._joined:
             for view in self._joined:
                 self.allocator.free(view)
@@ -467,7 +474,7 @@ class StreamReader:
         alloc = self.allocator
         if carry:
             self._reader.read_into(chunk[:carry])   # consumes the partial frame...
-            self._reader.clip_front(alloc.free)     # ...and frees where it was
+            self._release_consumed()                # ...and frees where it was
             self._compacted += carry
         self._mem.push(alloc.free_rest(chunk, carry + n))
 
@@ -483,7 +490,7 @@ class StreamReader:
         while True:
             chunk = alloc.malloc(carry + size)
             try:
-                n = raw.recv_into(chunk[carry:], size)
+                n = raw.recv_into(chunk[carry:] if carry else chunk, size)
             except BlockingIOError:
                 alloc.free(chunk)  # an idle reader holds no chunk
                 await self._wait_readable(raw)
