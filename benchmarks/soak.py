@@ -351,6 +351,10 @@ async def server_main(args: argparse.Namespace) -> int:
     print(f"RSS: after warm-up {mib(warm_rss)}, end of load {mib(load_end_rss)} ({ratio:.3f}x), "
           f"after close {mib(final_rss)}, min/max after warm-up {mib(min(after))}/{mib(max(after))}")
 
+    step = max(1, len(samples) // 10)
+    print("RSS timeline: " + ", ".join(f"{t:.0f}s {r / (1 << 20):.1f}" for t, r in samples[::step])
+          + " (MiB)")
+
     problems = list(st.bad[:10]) + failures.messages[:10]
     per_conn = {int(k): tuple(v) for k, v in result["per_conn"].items()}
     seen = server.conns()
