@@ -296,7 +296,9 @@ class StreamReader:
             batch: yield lists of every frame available at once, instead of one by one.
 
         Frames stay valid until the iterator is advanced past the batch they
-        came in (Memory frames one by one: until the next receive).
+        came in (Memory frames one by one: until the next receive). Asking for
+        the next batch empties the previous batch's list: its views point into
+        memory that the next receive frees.
 
         Raises (from the iteration):
             IncompleteReadError: the stream ended in the middle of a frame.
@@ -553,20 +555,26 @@ class Frames(Generic[_T]):
         return self
 
     async def __anext__(self) -> Any:
-        if not self._batch:
-            i = self._next
-            if i < len(self._pending):
-                self._next = i + 1
-                return self._pending[i]
+        pending = self._pending
+        if pending:
+            if not self._batch:
+                i = self._next
+                if i < len(pending):
+                    self._next = i + 1
+                    return pending[i]
+            # The last batch's views point into memory the next receive frees: empty
+            # the list now, so they cannot be used after that (and thousands of views
+            # do not stay alive across an await, where the GC would keep scanning them).
+            pending.clear()
         rx = self._rx
         r = rx._reader
         split = self._split
         while True:
             frames = split(r)
             if frames:
+                self._pending = frames
                 if self._batch:
                     return frames
-                self._pending = frames
                 self._next = 1
                 return frames[0]
             if not await rx._receive():

@@ -391,6 +391,20 @@ async def test_views_never_span_chunks_when_frames_are_short() -> None:
 
 
 @trio_test
+async def test_a_batch_is_emptied_when_the_next_one_is_asked_for() -> None:
+    # its views point into memory the next receive frees: the list is cleared
+    send, recv = trio.testing.memory_stream_one_way_pair()
+    async with StreamReader(recv) as rx:
+        it = rx.frames(codec(), views=True, batch=True)
+        await send.send_all(leb128(2) + b"ab" + leb128(1) + b"c")
+        first = await it.__anext__()
+        assert [bytes(v) for v in first] == [b"ab", b"c"]
+        await send.send_all(leb128(1) + b"d")
+        second = await it.__anext__()
+        assert first == [] and [bytes(v) for v in second] == [b"d"]
+
+
+@trio_test
 async def test_frames_eof_inside_a_frame() -> None:
     async with loopback() as (server, client):
         await client.send_all(leb128(3) + b"abc" + leb128(10) + b"12345")
