@@ -347,7 +347,8 @@ class StreamReader:
         """
         if not self._closed:
             self._closed = True
-            _free_segments(self.allocator, self._mem, self._joined)
+            self._reader.skip(len(self._reader))  # a read suspended in another task
+            _free_segments(self.allocator, self._mem, self._joined)  # finds nothing
             self._mem = Memory()
             self._reader = Reader(self._mem)
             if self._own_allocator and not self.allocator.stats().in_use:

@@ -580,3 +580,21 @@ async def test_connection_close_frees_everything_but_retained_frames() -> None:
         frame.recycle()
         assert conn.allocator.stats().in_use == 0
         nursery.cancel_scope.cancel()
+
+
+@trio_test
+async def test_aclose_from_another_task_ends_a_pending_read() -> None:
+    async with loopback() as (server, client):
+        rx = StreamReader(server)
+        await client.send_all(b"abc")
+        assert await rx.read_byte() == ord("a")
+        async with trio.open_nursery() as nursery:
+
+            async def reader() -> None:
+                with pytest.raises(trio.ClosedResourceError):
+                    await rx.read_exactly(10)
+
+            nursery.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()
+            await rx.aclose()
+        assert rx.allocator.stats().in_use == 0
