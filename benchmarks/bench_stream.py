@@ -14,7 +14,8 @@ Workloads: ``big`` = 64 KiB frames, ``small`` = 16..300 B frames.
     .venv/bin/python benchmarks/bench_stream.py --workload small --rounds 7
 
 Contenders (same stream, same per-frame work):
-  raw recv_into      trio ``sock.recv_into`` into one reused buffer, no parsing: the limit
+  raw recv_into      trio ``sock.recv_into`` into one reused buffer (256 KiB, 64 KiB, 1 MiB),
+                     no parsing: the limit is the best of the three
   membuf views       ``rx.frames(codec, views=True, batch=True)``, each batch checksummed
                      with ``len(batch)``, ``sum(map(len, batch))``, ``sum(map(itemgetter(0), batch))``
   membuf views loop  the same batches, checksummed frame by frame in a Python loop
@@ -111,6 +112,17 @@ def parse_bytearray(buf: bytearray, acc: list[int]) -> int:
 async def trio_raw(stream: trio.SocketStream) -> Any:
     sock = stream.socket
     buf = bytearray(256 << 10)
+    total = 0
+    while True:
+        n = await sock.recv_into(buf)
+        if not n:
+            return ("bytes", total)
+        total += n
+
+
+async def trio_raw1m(stream: trio.SocketStream) -> Any:
+    sock = stream.socket
+    buf = bytearray(1 << 20)
     total = 0
     while True:
         n = await sock.recv_into(buf)
@@ -339,6 +351,7 @@ def run_anyio(receiver: Callable[[Any], Any], workload: str, total: int,
 CONTENDERS: dict[str, tuple[Callable[..., tuple[float, float, Any]], Callable[..., Any]]] = {
     "raw recv_into 256K": (run_trio, trio_raw),
     "raw recv_into 64K": (run_trio, trio_raw64),
+    "raw recv_into 1M": (run_trio, trio_raw1m),
     "membuf views": (run_trio, membuf_views),
     "membuf views loop": (run_trio, membuf_views_loop),
     "membuf Memory": (run_trio, membuf_memory),
