@@ -57,6 +57,8 @@ def measure(mode: Mode, prog: Progress) -> list[Part]:
         f"RTMP ingest: ffmpeg pushes a {seconds} s 720p FLV (-c copy, no -re), {rounds} rounds "
         "alternating (bench_rtmp.py)", head,
         [[k] + [f"{x:.1f}" for x in v] for k, v in res.items()], text=proc.stdout.strip()))
+    part.notes.append(f"RTMP ingest: method, memory model and earlier figures in {MEDIA_DOC} "
+                      "(section \"Speed: serve-rtmp against pyrtmp\").")
     if "pyrtmp" in res:
         m, p = res["membuf"], res["pyrtmp"]
         part.rows.append(Row("RTMP ingest", "ffmpeg -> server, MB per CPU-second", "MB/CPU-s",
