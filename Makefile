@@ -8,7 +8,7 @@ NATIVE := $(NATIVE_SRC) $(wildcard native/*.h native/*.cdef) native/build_ffi.py
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 CFLAGS_TEST := -std=c99 -g -O1 -Wall -Wextra -Werror -Inative
 
-.PHONY: all install demo test test-c test-py lint bench bench-quick fuzz soak clean
+.PHONY: all install demo test test-c test-py lint bench bench-quick bench-deps fuzz soak clean
 
 all: install
 
@@ -48,19 +48,16 @@ benchmarks/alloc_bench: benchmarks/alloc_bench.c $(NATIVE)
 
 # The benchmark suite: rich, matplotlib and leb128 (the `bench` extra), mimalloc and jemalloc
 # (Debian packages, best effort) for the allocator comparison. `bench` rewrites docs/benchmarks.md.
-BENCH_STAMP := $(VENV)/.membuf-bench-installed
-
-$(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[bench]'
+bench-deps: $(STAMP)
+	@$(PY) -c "import rich, matplotlib, leb128" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	-@if command -v apt-get >/dev/null 2>&1 && ! ldconfig -p | grep -q libjemalloc.so.2; then \
 		(export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q libmimalloc2.0 libjemalloc2) >/dev/null 2>&1 \
 		|| echo "mimalloc/jemalloc not installed: the allocator table compares with glibc only"; fi
-	touch $@
 
-bench: $(BENCH_STAMP) benchmarks/alloc_bench
+bench: bench-deps benchmarks/alloc_bench
 	$(PY) -m membuf bench
 
-bench-quick: $(BENCH_STAMP) benchmarks/alloc_bench
+bench-quick: bench-deps benchmarks/alloc_bench
 	$(PY) -m membuf bench --quick
 
 clean:
