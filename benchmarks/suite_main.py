@@ -224,6 +224,19 @@ def render_doc(mode: Mode, argv: list[str], info: dict[str, Any], parts: list[Pa
         out += ["", f"membuf misses {len(missed)} of its {len(targets(rows))} targets in this "
                 "run; the rows above give the figures. Nothing in the baselines was changed "
                 "to narrow a gap."]
+    compared = [r for r in rows if r.ratio is not None and r.group != "limit"
+                and "start" not in r.baseline and "(limit)" not in r.baseline]
+    out += ["", "## Summary", "",
+            "Where membuf stands against the best baseline in this run (ratio as in the table; "
+            "the limits and the RSS-after-burst targets are left out here):",
+            ""]
+    for title, keep in (("ahead (ratio above 1.1)", lambda x: x > 1.1),
+                        ("about even (0.9 to 1.1)", lambda x: 0.9 <= x <= 1.1),
+                        ("behind (ratio below 0.9)", lambda x: x < 0.9)):
+        sel = [r for r in compared if keep(r.ratio)]
+        if sel:
+            out.append(f"- **{title}**: " + "; ".join(
+                f"{r.group} {r.workload} vs {r.baseline} {fmt_ratio(r.ratio)}" for r in sel) + ".")
     if plots:
         out += ["", "## Plots", ""]
         for p in plots:
