@@ -8,6 +8,9 @@ payload bytes, sum of first payload bytes)``, checked against the generator's.
   (varint loop for LEB128, ``struct.unpack_from('>I')`` for be32), one
   ``bytes`` slice per frame, ``del buf[:pos]`` (the form of
   ``bench_stream.parse_bytearray`` and ``bench_split.plain_loop``);
+* ``plain loop, memoryview slices``: the zero-copy pure-Python form: ``tail +
+  chunk`` as one ``bytes``, frames as memoryview slices of it, the unparsed
+  tail carried over;
 * ``membuf split_views``: ``Memory.push`` + ``LengthPrefixed.split_views`` +
   ``Reader.clip_front``; the batch checksummed with ``len``/``sum(map(...))``;
 * ``membuf split_views, per-frame loop``: the same batches, a Python loop per frame;
@@ -119,6 +122,52 @@ def plain_be32(chunks: list[bytes]) -> Checksum:
     if buf:
         raise CheckError(f"plain loop: {len(buf)} bytes left over")
     return frames, payload, first
+
+
+def plain_views(kind: str) -> Case:
+    """The zero-copy plain-Python form: ``tail + chunk`` as bytes, frames as memoryview slices."""
+
+    def run(chunks: list[bytes]) -> Checksum:
+        tail = b""
+        frames = payload = first = 0
+        unpack = _be32
+        for chunk in chunks:
+            data = tail + chunk if tail else chunk
+            mv = memoryview(data)
+            pos, end = 0, len(data)
+            while pos < end:
+                if kind == "be32":
+                    if pos + 4 > end:
+                        break
+                    n = unpack(data, pos)[0]
+                    p = pos + 4
+                else:
+                    b = data[pos]
+                    p = pos + 1
+                    n = b & 0x7F
+                    shift = 7
+                    while b & 0x80:
+                        if p >= end:
+                            break
+                        b = data[p]
+                        p += 1
+                        n |= (b & 0x7F) << shift
+                        shift += 7
+                    if b & 0x80:                     # the prefix itself is incomplete
+                        break
+                if p + n > end:
+                    break
+                frame = mv[p : p + n]
+                frames += 1
+                payload += len(frame)
+                first += frame[0]
+                pos = p + n
+            tail = data[pos:]
+        if tail:
+            raise CheckError(f"plain views: {len(tail)} bytes left over")
+        return frames, payload, first
+
+    return run
 
 
 def plain_crlf_find(chunks: list[bytes]) -> Checksum:
@@ -334,6 +383,7 @@ def split_cases(kind: str) -> dict[str, Case]:
         "membuf split_views, per-frame loop": membuf_views(codec, loop=True),
         "membuf split (Memory per frame)": membuf_memory(codec),
         PLAIN: plain_leb128 if kind == "leb128" else plain_be32,
+        "plain loop, memoryview slices": plain_views(kind),
         "asyncio readexactly": asyncio_case(kind),
     }
     if have_anyio():
