@@ -85,7 +85,9 @@ FAIRNESS = """\
    raw `recv_into`; anyio `BufferedByteReceiveStream.receive_exactly` *and*
    `receive()` + own parsing; `struct.Struct.unpack_from` *and*
    `int.from_bytes`; PyPI `leb128` as `decode_reader` (streaming) and `decode`
-   (pre-cut, for reference); CRLF lines with a `bytearray.find` loop *and*
+   (pre-cut, for reference); plain-Python frame splitting over a `bytearray`
+   (`bytes` per frame) *and* over `tail + chunk` with memoryview slices
+   (zero-copy); CRLF lines with a `bytearray.find` loop *and*
    `bytes.split` with the tail carried over. No baseline is tuned down: the
    table compares membuf with the best baseline of each workload.
 6. **Limits in the same table**: memcpy bandwidth, raw `recv_into` throughput
