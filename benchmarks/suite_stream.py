@@ -353,6 +353,12 @@ def detail(title: str, res: dict[str, Any]) -> Detail:
                           "receiver CPU ns/frame"], rows)
 
 
+def paired(a: Figure, b: Figure) -> str:
+    """The median of the per-round ratios a/b: both ran in the same round, under the same load."""
+    r = Figure([x / y for x, y in zip(a.samples, b.samples, strict=True)])
+    return f"per-round ratio median {r.median:.2f}x ({r.lo:.2f}..{r.hi:.2f})"
+
+
 def best_baseline(res: dict[str, Any], idx: int) -> str:
     base = {n: v[idx].median for n, v in res.items() if not is_raw(n) and not is_membuf(n)}
     return max(base, key=lambda n: base[n])
@@ -394,7 +400,7 @@ def measure(mode: Mode, prog: Progress) -> list[Part]:
         b = res[best][0]
         part.rows.append(Row("trio loopback", label, "M frames/s", "membuf frames(views, batch)",
                              m.median, m.lo, m.hi, best, b.median, b.lo, b.hi, target=tgt,
-                             note="best baseline; receiver CPU ns/frame membuf "
+                             note=f"best baseline; {paired(m, b)}; receiver CPU ns/frame membuf "
                                   f"{fmt(res[MEMBUF][2].median)} vs {fmt(res[best][2].median)}"))
     cm, cbest = res_small[MEMBUF][2], min(
         (n for n in res_small if not is_raw(n) and not is_membuf(n)),
@@ -412,7 +418,7 @@ def measure(mode: Mode, prog: Progress) -> list[Part]:
     raw = res_big[raw_name][1]
     part.rows.append(Row("trio loopback", "1 conn, 64 KiB", "MB/s", "membuf frames(views, batch)",
                          m.median, m.lo, m.hi, f"{raw_name} (limit)", raw.median, raw.lo, raw.hi,
-                         target=0.8, target_text=">= 80% of raw"))
+                         target=0.8, target_text=">= 80% of raw", note=paired(m, raw)))
     # the same, per receiver CPU-second: steadier than wall clock when the machine is busy
     cpu_m = res_big[MEMBUF][2].scaled(lambda ns: 65536 / ns * 1e3)
     cpu_r = res_big[raw_name][2].scaled(lambda ns: 65536 / ns * 1e3)
