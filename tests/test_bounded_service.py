@@ -22,11 +22,15 @@ from __future__ import annotations
 import gc
 import logging
 import random
+from typing import Any
 
+import pytest
 import trio
 
 import membuf
-from membuf import Allocator, Connection, MemoryLimitError
+from membuf import Allocator, Connection, MemoryLimitError, codecs
+from membuf import reader as reader_module
+from membuf.codecs import Delimited, LengthPrefixed
 
 CAP = 1 << 20                 # max_bytes for the whole service
 GREEDY, ECHO = b"G", b"E"
@@ -190,3 +194,43 @@ def test_read_over_max_buffered_is_malformed_not_out_of_memory() -> None:
     trio.run(main)
     assert len(outcome) == 1 and "max_buffered" in str(outcome[0])
     assert a.stats().in_use == 0 and a.stats().failed == 0
+
+
+@pytest.mark.parametrize("codec", [
+    LengthPrefixed("be32", max_frame=1 << 20),
+    Delimited(b"\r\n", max_frame=1 << 20),
+], ids=["be32", "delimited"])
+def test_dribbled_frame_costs_linear_work(codec: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile peer sends one frame one byte per packet (each receive is one 1-byte
+    segment) and the service calls ``split`` after every receive, as ``frames()`` does.
+    The work must grow linearly with the frame, not with its square. Counted, not timed:
+    native segment scans plus the segments handed to the delimiter search
+    (``memory.find_in``, reached through ``Reader.read_until``). Searching every buffered
+    segment again on every call is quadratic: a 4000-byte line dribbled this way took
+    8 s of server CPU through ``StreamReader.frames``, a 64 KiB line would take minutes."""
+    work = 0
+    native_scan, search = codecs._scan, reader_module.find_in
+
+    def counting_scan(*args: Any) -> Any:
+        nonlocal work
+        work += 1
+        return native_scan(*args)
+
+    def counting_search(segs: list[memoryview], i: int, *rest: Any) -> int:
+        nonlocal work
+        work += len(segs) - i             # the segments this search may walk
+        return search(segs, i, *rest)
+
+    monkeypatch.setattr(codecs, "_scan", counting_scan)
+    monkeypatch.setattr(reader_module, "find_in", counting_search)
+    n = 600
+    data = (n.to_bytes(4, "big") + b"x" * n if isinstance(codec, LengthPrefixed)
+            else b"x" * n + b"\r\n")
+    mem = membuf.Memory()
+    r = membuf.Reader(mem)
+    frames = 0
+    for i in range(len(data)):
+        mem.push(data[i : i + 1])
+        frames += len(codec.split(r))
+    assert frames == 1
+    assert work <= 8 * len(data), f"{work} segment visits for a {len(data)}-byte frame"
