@@ -212,7 +212,7 @@ def render_doc(mode: Mode, argv: list[str], info: dict[str, Any], parts: list[Pa
         "the ratio = how many times better membuf is (above 1: membuf ahead; below 1: "
         "behind), whatever the direction of the unit.",
         "",
-        md_table(TABLE_HEAD, [row_cells(r) for r in rows]),
+        md_table((*TABLE_HEAD, "note"), [[*row_cells(r), r.note] for r in rows]),
         "",
         "## Targets",
         "",
@@ -313,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         for r in rows:
             r.target, r.target_text = None, ""
     print()
-    print(text_table(TABLE_HEAD, [row_cells(r) for r in rows]))
+    print(text_table(("#", *TABLE_HEAD), [[str(i), *row_cells(r)] for i, r in enumerate(rows, 1)]))
+    for i, r in enumerate(rows, 1):
+        if r.note:
+            print(f"  #{i}: {r.note}")
     print("\nratio: how many times better membuf is (>1 ahead, <1 behind) whatever the unit's "
           "direction; load: 1-minute load average when the row was measured")
     tg = targets(rows)
