@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="tiny sizes, checksums and harness self-checks only (timings mean nothing)")
     ap.add_argument("--only", nargs="+", choices=list(PARTS), help="run only these parts")
     ap.add_argument("--docs", type=Path, default=None,
-                    help=f"write the report here (default: {DOC.relative_to(REPO)} on full runs)")
+                    help=f"write the report here (default: {DOC.relative_to(REPO)} on full runs "
+                         "of every part)")
     ap.add_argument("--no-docs", action="store_true", help="do not write the report or plots")
     ap.add_argument("--json", type=Path, help="also write every figure as JSON")
     ap.add_argument("--no-progress", action="store_true")
@@ -340,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     for p in parts:
         data.update(p.data)
     subtitle = f"{info['cpu']}, {info['cores']} cores, {info['date']}, {mode.name} run"
-    write_docs = not args.no_docs and (args.docs is not None or (not mode.quick and not mode.check))
+    write_docs = not args.no_docs and (args.docs is not None or (
+        not mode.quick and not mode.check and not args.only))   # docs/benchmarks.md: whole runs
     if mode.check:                       # the report and plots must render; written nowhere
         with tempfile.TemporaryDirectory() as d:
             import plots
