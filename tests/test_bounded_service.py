@@ -234,3 +234,49 @@ def test_dribbled_frame_costs_linear_work(codec: Any, monkeypatch: pytest.Monkey
         frames += len(codec.split(r))
     assert frames == 1
     assert work <= 8 * len(data), f"{work} segment visits for a {len(data)}-byte frame"
+
+
+def _rtmp_first_chunks(streams: int, length: int) -> bytes:
+    """The first 128-byte chunk of a ``length``-byte video message on each of ``streams``
+    chunk streams (fmt 0 headers, csid 3 and up)."""
+    out = b""
+    for csid in range(3, 3 + streams):
+        out += bytes([csid]) + bytes(3) + length.to_bytes(3, "big") + b"\x09" + bytes(4)
+        out += b"p" * 128
+    return out
+
+
+def test_rtmp_peer_cannot_reserve_far_more_than_it_sent() -> None:
+    """``ChunkReader`` mallocs a whole message when its first chunk header arrives. A peer
+    that opens 61 chunk streams, each with the first 128 bytes of a 16 MiB message, makes
+    it hold 976 MiB of native memory for 8.5 KiB sent (servers.py gives each connection
+    its own uncapped allocator). Memory held should stay proportional to bytes received
+    (grow the message buffer as chunks arrive, or bound what partial messages may hold)."""
+    from membuf.media import rtmp
+
+    a = Allocator()
+    cr = rtmp.ChunkReader(a)
+    data = _rtmp_first_chunks(61, 0xFFFFFF)
+    r = membuf.Reader.from_bytes(data)
+    with pytest.raises(membuf.NeedMore):
+        while True:
+            cr.read_message(r)
+    held = a.stats().in_use
+    cr.close()
+    assert held <= 64 * len(data) + (1 << 20), f"{held >> 20} MiB held for {len(data)} bytes"
+
+
+def test_rtmp_header_refused_for_memory_changes_nothing() -> None:
+    """When the message buffer cannot be malloc'd (MemoryLimitError), the chunk header must
+    stay unread and the chunk stream unchanged, so the same call fails the same way again.
+    Today the stream's state is updated before the malloc, and the retry reports a
+    MalformedError ("fmt 0 header in the middle of a message") instead."""
+    from membuf.media import rtmp
+
+    a = Allocator(max_bytes=4 << 20)
+    cr = rtmp.ChunkReader(a)
+    r = membuf.Reader.from_bytes(_rtmp_first_chunks(1, 8 << 20))
+    for _ in range(2):
+        with pytest.raises(MemoryLimitError):
+            cr.read_message(r)
+        assert r.offset == 0
