@@ -146,8 +146,8 @@ class _Display:
                 from rich.console import Console
                 from rich.live import Live
             except ImportError:
-                Live = None  # noqa: N806
-            if Live is not None:
+                pass                      # rich is optional (the bench extra): plain lines
+            else:
                 self.live = Live(console=Console(file=out), refresh_per_second=8, transient=False)
         self.tty = out.isatty()
         self.last_plain = 0.0
