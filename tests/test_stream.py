@@ -598,3 +598,11 @@ async def test_aclose_from_another_task_ends_a_pending_read() -> None:
             await trio.testing.wait_all_tasks_blocked()
             await rx.aclose()
         assert rx.allocator.stats().in_use == 0
+
+
+def test_demo_runs_and_frees_every_byte(capsys: pytest.CaptureFixture[str]) -> None:
+    from membuf import demo
+
+    assert demo.main(["--seconds", "0.3", "--plain"]) == 0
+    out = capsys.readouterr().out
+    assert "all there" in out and "every byte freed: yes" in out
