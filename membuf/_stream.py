@@ -24,6 +24,7 @@ __all__ = ["Frames", "StreamReader", "StreamStats"]
 
 _CLOSED_ERRNOS = {9, 10038}  # EBADF, WSAENOTSOCK: the socket was closed under us
 _T = TypeVar("_T")
+_MAX_SEGMENTS = 8   # unconsumed segments before a receive coalesces them (if short)
 
 
 @dataclass(frozen=True)
@@ -390,8 +391,12 @@ class StreamReader:
         cap = min(self._max_recv, max(self._base_recv, 16 * item))
         size = min(max(self._recv_size, needed), room)
         # Frames as views: move a short partial frame to the head of the new chunk,
-        # so frames never span chunks and split_views never has to join one.
-        carry = buffered if self._contiguous and buffered <= size >> 1 else 0
+        # so frames never span chunks and split_views never has to join one. In any
+        # mode, a partial item dribbled in over many receives is coalesced the same
+        # way, so parsers never walk more than _MAX_SEGMENTS segments per attempt.
+        carry = 0
+        if buffered <= size >> 1 and (self._contiguous or self._mem.count >= _MAX_SEGMENTS):
+            carry = buffered
         self._busy = True
         try:
             if self._raw is not None:

@@ -606,3 +606,19 @@ def test_demo_runs_and_frees_every_byte(capsys: pytest.CaptureFixture[str]) -> N
     assert demo.main(["--seconds", "0.3", "--plain"]) == 0
     out = capsys.readouterr().out
     assert "all there" in out and "every byte freed: yes" in out
+
+
+@trio_test
+async def test_a_dribbled_line_is_coalesced_not_rescanned_segment_by_segment() -> None:
+    # one byte per receive: without coalescing, every split would walk every 1-byte
+    # segment received so far (quadratic in Python); with it, at most a few segments
+    codecs = pytest.importorskip("membuf.codecs")
+    line = bytes(random.Random(4).choice(b"abcdefgh") for _ in range(3000))
+    send, recv = memory_pair_1byte()
+    await send.send_all(line + b"\r\n" + b"tail\r\n")
+    await send.aclose()
+    async with StreamReader(recv, chunk_size=64 << 10) as rx:
+        got = [f.to_bytes() async for f in rx.frames(codecs.Delimited(b"\r\n", 1 << 16))]
+        assert got == [line, b"tail"]
+        assert rx.stats().compacted > 0
+        assert rx._mem.count <= 8 + 1
