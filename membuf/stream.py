@@ -15,10 +15,15 @@ reads wait for (a decaying maximum of "partial frame + bytes still needed"):
 small items cap it at 4 x ``chunk_size``, so a chunk is parsed while it is
 still in cache; large ones let it grow to 64 x ``chunk_size`` (never past
 ``max_buffered``), so 64 KiB frames cost few syscalls. A read that knows it
-needs ``n`` more bytes asks for at least ``n``. In ``frames(codec, views=True)`` a partial frame at the end of
+needs ``n`` more bytes asks for at least ``n``.
+
+*Coalescing.* In ``frames(codec, views=True)`` a partial frame at the end of
 the buffer (at most half the new chunk) is copied to the head of the next
 chunk once the receive has succeeded, so frames never span chunks and the
-codec never has to join one (counted in ``stats().compacted``).
+codec never has to join one. In every mode, a partial item that arrived in 8
+or more pieces is coalesced the same way, so a peer dribbling one byte per
+packet cannot make every parse attempt walk thousands of tiny segments
+(counted in ``stats().compacted``).
 
 *Ownership.* Every byte of the Memory was malloc'd by this reader and is
 freed by it, with one exception: :meth:`StreamReader.read_frame` clips the
