@@ -266,17 +266,35 @@ def test_rtmp_peer_cannot_reserve_far_more_than_it_sent() -> None:
     assert held <= 64 * len(data) + (1 << 20), f"{held >> 20} MiB held for {len(data)} bytes"
 
 
-def test_rtmp_header_refused_for_memory_changes_nothing() -> None:
-    """When the message buffer cannot be malloc'd (MemoryLimitError), the chunk header must
-    stay unread and the chunk stream unchanged, so the same call fails the same way again.
-    Today the stream's state is updated before the malloc, and the retry reports a
-    MalformedError ("fmt 0 header in the middle of a message") instead."""
+def test_rtmp_payload_refused_for_memory_changes_nothing() -> None:
+    """When the message buffer cannot grow (MemoryLimitError), nothing of the chunk payload
+    is consumed and the chunk stream is unchanged, so the same call fails the same way again;
+    once memory is available the message completes intact."""
     from membuf.media import rtmp
 
-    a = Allocator(max_bytes=4 << 20)
+    a = Allocator(arena_size=64 << 10, max_arena_size=64 << 10, max_bytes=64 << 10)
     cr = rtmp.ChunkReader(a)
-    r = membuf.Reader.from_bytes(_rtmp_first_chunks(1, 8 << 20))
+    cr.chunk_size = 1 << 20                     # the whole message arrives in one chunk
+    length = 100 << 10
+    hog = a.malloc(60 << 10)
+    data = bytes([3]) + bytes(3) + length.to_bytes(3, "big") + b"\x09" + bytes(4) + b"p" * length
+    r = membuf.Reader.from_bytes(data)
     for _ in range(2):
         with pytest.raises(MemoryLimitError):
             cr.read_message(r)
-        assert r.offset == 0
+        assert r.offset == 12 and cr.pending() == 0 and a.stats().in_use == 60 << 10
+    a.free(hog)
+    a.trim()
+    with pytest.raises(MemoryLimitError):       # still over the cap: 100 KiB > 64 KiB
+        cr.read_message(r)
+    cr.max_message = length
+    cr.close()
+    assert a.stats().in_use == 0
+    big = Allocator()
+    cr = rtmp.ChunkReader(big)
+    cr.chunk_size = 1 << 20
+    msg = cr.read_message(membuf.Reader.from_bytes(data))
+    assert msg.body.to_bytes() == b"p" * length and msg.body.count == 1
+    msg.body.recycle()
+    cr.close()
+    assert big.stats().in_use == 0

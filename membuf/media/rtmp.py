@@ -44,6 +44,7 @@ messages (type 22, counted and dropped), shared objects.
 from __future__ import annotations
 
 import os
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,7 @@ AUDIO, VIDEO, DATA_AMF3, COMMAND_AMF3, DATA_AMF0, COMMAND_AMF0, AGGREGATE = 8, 9
 HANDSHAKE_SIZE = 1536
 MAX_CHUNK_SIZE = 0x7FFFFFFF
 _NO_EXT = -1
+_EMPTY = memoryview(b"")
 
 
 @dataclass
@@ -101,8 +103,22 @@ class _ChunkStream:
         self.timestamp = self.delta = self.length = self.type = self.stream_id = 0
         self.ext = _NO_EXT          # extended timestamp field of the current message, or -1
         self.body: RecyclableMemory | None = None
-        self.buf = memoryview(b"")
+        self.buf = _EMPTY           # the message being filled (malloc'd, grows as it fills)
         self.filled = 0
+
+
+def _drop_one(allocator: Allocator, cs: _ChunkStream) -> None:
+    if len(cs.buf):
+        allocator.free(cs.buf)
+    cs.buf = _EMPTY
+    if cs.body is not None:
+        cs.body.recycle()
+        cs.body = None
+
+
+def _drop_all(allocator: Allocator, streams: dict[int, _ChunkStream]) -> None:
+    for cs in streams.values():
+        _drop_one(allocator, cs)
 
 
 class ChunkReader:
@@ -124,6 +140,8 @@ class ChunkReader:
         self.chunk_size = 128
         self.bytes_read = 0
         self._streams: dict[int, _ChunkStream] = {}
+        # a reader dropped without close() still frees its partial messages
+        weakref.finalize(self, _drop_all, allocator, self._streams)
         self._cur: _ChunkStream | None = None   # chunk whose payload is being copied
         self._left = 0                          # payload bytes of that chunk still to copy
 
@@ -139,6 +157,8 @@ class ChunkReader:
                 if not n:
                     raise NeedMore(f"RTMP chunk payload needs {left} more bytes", left)
                 end = cs.filled + n
+                if end > len(cs.buf):
+                    self._grow(cs, end)         # may raise MemoryLimitError: nothing consumed
                 r.read_into(cs.buf[cs.filled:end])
                 cs.filled = end
                 self.bytes_read += n
@@ -149,7 +169,12 @@ class ChunkReader:
             if cs.filled == cs.length:
                 body = cs.body
                 assert body is not None
-                cs.body = None
+                # exactly the message, one contiguous segment (an empty one for length 0)
+                if cs.length:
+                    body.push_owned(cs.buf)
+                else:
+                    body.push(cs.buf)
+                cs.body, cs.buf = None, _EMPTY
                 msg = Message(cs.type, cs.stream_id, cs.timestamp, cs.csid, body)
                 if msg.type == SET_CHUNK_SIZE or msg.type == ABORT:
                     self._control(msg)
@@ -214,14 +239,30 @@ class ChunkReader:
             if fmt < 3:
                 cs.ext = ext
             cs.length, cs.type, cs.stream_id = length, mtype, sid
-            body = cs.body = RecyclableMemory(self.allocator)
-            cs.buf = body.next_n(length)
+            # The buffer grows as payload arrives (_grow), so what a peer makes us hold
+            # stays proportional to what it sent, however long the messages it announces.
+            cs.body = RecyclableMemory(self.allocator)
+            cs.buf = _EMPTY
             cs.filled = 0
         r.skip(need)
         self.bytes_read += need
         self._cur = cs
         self._left = min(self.chunk_size, cs.length - cs.filled)
         return cs
+
+    def _grow(self, cs: _ChunkStream, need: int) -> None:
+        """Make cs.buf hold at least ``need`` bytes: double, at least 4 KiB, never past the
+        message length (so the last growth leaves it exactly the message's size)."""
+        cap = min(cs.length, max(need, 2 * len(cs.buf), 4096))
+        grown = self.allocator.malloc(cap)
+        grown[: cs.filled] = cs.buf[: cs.filled]
+        if len(cs.buf):
+            self.allocator.free(cs.buf)
+        cs.buf = grown
+
+    def _drop(self, cs: _ChunkStream) -> None:
+        """Forget the partial message on ``cs`` and free what it held."""
+        _drop_one(self.allocator, cs)
 
     def _control(self, msg: Message) -> None:
         v = msg.view()
@@ -235,15 +276,14 @@ class ChunkReader:
         else:  # Abort: drop the partial message on that chunk stream
             cs = self._streams.get(value)
             if cs is not None and cs.body is not None:
-                cs.body.recycle()
-                cs.body = None
+                self._drop(cs)
+                if self._cur is cs:
+                    self._cur, self._left = None, 0
 
     def close(self) -> None:
         """Recycle every partially received message."""
         for cs in self._streams.values():
-            if cs.body is not None:
-                cs.body.recycle()
-                cs.body = None
+            self._drop(cs)
         self._cur = None
         self._left = 0
 
