@@ -69,13 +69,14 @@ class Reader:
     membuf.errors.NeedMore: read_be(8) needs 8 bytes, 4 are buffered; retry when 4 more arrive
     """
 
-    __slots__ = ("_m", "_segs", "_si", "_cur", "_pos", "_end", "_base", "_start")
+    __slots__ = ("_m", "_segs", "_si", "_cur", "_pos", "_end", "_base", "_start", "_memo")
 
     def __init__(self, memory: Memory | None = None) -> None:
         m = Memory() if memory is None else memory
         self._m = m
         self._segs = m._segs
         self._start = m._dropped
+        self._memo: tuple[bytes, int, int, int] | None = None   # see _find
         self._park()
         self._settle()
 
@@ -495,11 +496,51 @@ class Reader:
         return self._find(bytes(sub), self._remaining())
 
     def _find(self, sub: bytes, limit: int) -> int:
-        """``find`` restricted to matches that end within the next ``limit`` bytes."""
-        if self._base + self._pos < self._m._dropped:
+        """``find`` restricted to matches that end within the next ``limit`` bytes.
+
+        A parser retrying ``read_until`` after every receive would search the
+        same bytes again each time: quadratic in a frame dribbled one byte per
+        receive. So a failed search leaves a memo (what was sought, from which
+        cursor, and a later segment from which to resume with enough overlap for
+        a match straddling the old end); the next search from the same cursor
+        starts there. Each byte is then searched a bounded number of times.
+        """
+        here = self._base + self._pos
+        m = self._m
+        if here < m._dropped:
             raise MembufError("find: another Reader already clipped past this one's cursor")
-        return find_in(self._segs, self._si - self._m._dsegs, self._cur, self._pos, sub,
-                       min(limit, self._remaining()))
+        segs, dsegs = self._segs, m._dsegs
+        limit = min(limit, self._remaining())
+        memo = self._memo
+        if memo is not None and memo[0] == sub and memo[1] == here:
+            k, kstart = memo[2] - dsegs, memo[3]
+            if self._si - dsegs < k < len(segs) and kstart - here < limit:
+                j = find_in(segs, k, segs[k], 0, sub, limit - (kstart - here))
+                if j >= 0:
+                    self._memo = None
+                    return kstart - here + j
+                self._remember(sub, here, limit)
+                return -1
+        j = find_in(segs, self._si - dsegs, self._cur, self._pos, sub, limit)
+        if j < 0:
+            self._remember(sub, here, limit)
+        else:
+            self._memo = None
+        return j
+
+    def _remember(self, sub: bytes, here: int, limit: int) -> None:
+        """After a search of every buffered byte failed: where the next one may resume."""
+        self._memo = None
+        if limit < self._remaining():
+            return                          # the window ended first: the caller raises
+        segs, first = self._segs, self._si - self._m._dsegs
+        k = len(segs) - 1
+        overlap = len(segs[k]) if k > first else 0
+        while overlap < len(sub) - 1 and k - 1 > first:
+            k -= 1
+            overlap += len(segs[k])
+        if k > first and overlap >= len(sub) - 1:
+            self._memo = (sub, here, k + self._m._dsegs, here + self._remaining() - overlap)
 
     def read_until(self, delim: bytes, max_size: int) -> Memory:
         """Consume up to and including ``delim``; return what came before it (zero-copy).

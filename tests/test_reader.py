@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from splitting import SPLITS, memory_split, reader_split, readers
 
@@ -596,3 +596,40 @@ def test_reader_matches_reference(data: bytes, draw: st.DataObject, ops: list) -
 
 def test_public_names() -> None:
     assert membuf.Reader is Reader and membuf.Memory is Memory
+
+
+@settings(max_examples=300, deadline=None)
+@example(data=b"xabc", delim=b"abc", cuts=[1, 1, 1, 1])      # straddles three 1-byte segments
+@example(data=b"x\x00\x00\x00\x00y", delim=b"\x00" * 4, cuts=[1, 1, 1, 1, 1])
+@example(data=b"xx\r\n", delim=b"\r\n", cuts=[2, 1, 1])
+@given(
+    # an alphabet made of delimiter pieces, so delimiters straddle boundaries often
+    data=st.lists(st.sampled_from([b"a", b"b", b"c", b"\r", b"\n", b"\x00", b"x"]),
+                  max_size=200).map(b"".join),
+    delim=st.sampled_from([b"\n", b"\r\n", b"abc", b"\x00\x00\x00\x00"]),
+    cuts=st.lists(st.integers(0, 9), max_size=60),
+)
+def test_read_until_retried_as_bytes_dribble_in(data: bytes, delim: bytes, cuts: list[int]) -> None:
+    """read_until retried after every push (the resumed search) finds exactly what one
+    search over all the bytes finds, however the bytes arrive."""
+    expected = []
+    rest = data
+    while (j := rest.find(delim)) >= 0:
+        expected.append(rest[:j])
+        rest = rest[j + len(delim):]
+    m = Memory()
+    r = m.reader()
+    got = []
+    pos = 0
+    for c in [*cuts, len(data)]:
+        m.push(data[pos:pos + c])
+        pos += c
+        while True:
+            try:
+                got.append(r.read_until(delim, 1 << 20).to_bytes())
+            except NeedMore:
+                break
+        if r.find(delim) == -1 and len(r) and r.peek(len(r)).find(delim) != -1:
+            raise AssertionError("find missed a delimiter the bytes contain")
+    assert got == expected
+    assert r.peek(len(r)) == rest
