@@ -20,6 +20,7 @@ first and the error is raised by the next call, so no frame is ever lost.
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ._native import ffi, lib
@@ -46,6 +47,18 @@ _PREFIXES = {
 }
 
 
+# The scanner's output arrays (64 KiB) are scratch: shared by every codec of a thread
+# (a split never awaits, and cffi calls release the GIL, hence per thread), so a codec
+# per connection costs no resident memory.
+_scratch = threading.local()
+
+
+def _new_scratch() -> tuple[Any, memoryview, Any]:
+    offs = ffi.new("uint64_t[]", 2 * _CAP)
+    offv = memoryview(ffi.buffer(offs)).cast("Q")        # tolist() beats ffi.unpack
+    return offs, offv, ffi.new("uint64_t[2]")
+
+
 class Framer:
     """Base of the framers: the shared split loop over the native scanner.
 
@@ -62,9 +75,6 @@ class Framer:
             raise ValueError(f"max_frame must be an int >= 0, got {max_frame!r}")
         self.max_frame = max_frame
         self.joined = 0
-        self._offs = ffi.new("uint64_t[]", 2 * _CAP)
-        self._offv = memoryview(ffi.buffer(self._offs)).cast("Q")   # tolist() beats ffi.unpack
-        self._state = ffi.new("uint64_t[2]")
         self._stuck: tuple[memoryview, int] | None = None   # an incomplete frame already scanned
 
     def _slow_frame(self, reader: Reader) -> list[memoryview]:
@@ -76,7 +86,11 @@ class Framer:
 
     def _scan(self, reader: Reader, views: bool, allocator: Any) -> list[Any]:
         out: list[Any] = []
-        offs, offv, state, kind = self._offs, self._offv, self._state, self._kind
+        try:
+            offs, offv, state = _scratch.arrays
+        except AttributeError:
+            offs, offv, state = _scratch.arrays = _new_scratch()
+        kind = self._kind
         delim, dlen, max_frame = self._delim, len(self._delim), self.max_frame
         while reader._pos < reader._end or reader._settle():
             cur, pos, end = reader._cur, reader._pos, reader._end
