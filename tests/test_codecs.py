@@ -259,3 +259,32 @@ def test_native_find() -> None:
 def test_codec_on_memory_split_helper(split: str) -> None:
     m = memory_split(encode("be32", FRAMES), split)
     assert [f.to_bytes() for f in LengthPrefixed("be32").split(m.reader())] == FRAMES
+
+
+def test_codecs_in_threads_do_not_share_scan_output() -> None:
+    """The scanner's output arrays are per thread: concurrent splits never see each
+    other's offsets (cffi releases the GIL during the scan)."""
+    import threading
+
+    def stream(seed: int) -> tuple[bytes, list[bytes]]:
+        frames = [bytes([seed]) * (1 + (seed * 7 + i) % 200) for i in range(300)]
+        def prefix(n: int) -> bytes:
+            return bytes([n]) if n < 128 else bytes([0x80 | n & 0x7F, n >> 7])
+
+        return b"".join(prefix(len(f)) + f for f in frames), frames
+
+    errors: list[int] = []
+
+    def work(seed: int) -> None:
+        data, frames = stream(seed)
+        for _ in range(30):
+            got = LengthPrefixed("leb128", max_frame=1 << 10).split_views(Reader.from_bytes(data))
+            if [bytes(v) for v in got] != frames:
+                errors.append(seed)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in (1, 2, 3, 4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
