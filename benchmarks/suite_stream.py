@@ -8,7 +8,8 @@ contender on every connection at once and checks each connection's checksum
 ``(frames, payload bytes, sum of first payload bytes)`` against the
 generator's. Contenders run round-robin, every contender once per round.
 
-The receivers are ``bench_stream.CONTENDERS`` (raw ``recv_into``, membuf
+The receivers are ``bench_stream.CONTENDERS`` (raw ``recv_into`` into 64 KiB
+and 256 KiB buffers, with a 1 MiB one added here as membuf receives up to 1 MiB at once; membuf
 ``frames(views, batch)`` and friends, trio ``receive_some`` + bytearray,
 asyncio ``readexactly``, anyio ``receive_exactly`` and ``receive()`` + own
 parsing), plus here the second asyncio form: a ``BufferedProtocol`` parsing
@@ -277,6 +278,19 @@ Runner = Callable[[Any, int, str, int, int], Run]
 PROTOCOL = "asyncio BufferedProtocol"
 MEMBUF = "membuf views"
 RAW = "raw recv_into 256K"
+RAW_1M = "raw recv_into 1M"
+
+
+async def trio_raw_1m(stream: Any) -> Any:
+    """The limit with a buffer as large as membuf's largest receive (1 MiB): no parsing."""
+    sock = stream.socket
+    buf = bytearray(1 << 20)
+    total = 0
+    while True:
+        n = await sock.recv_into(buf)
+        if not n:
+            return ("bytes", total)
+        total += n
 
 
 def contenders() -> dict[str, tuple[Runner, Any]]:
@@ -286,6 +300,7 @@ def contenders() -> dict[str, tuple[Runner, Any]]:
     runners: dict[str, Runner] = {"run_trio": run_trio, "run_asyncio": run_asyncio,
                                   "run_anyio": run_anyio}
     out: dict[str, tuple[Runner, Any]] = {}
+    out[RAW_1M] = (run_trio, trio_raw_1m)
     for name, (runner, receiver) in bench_stream.CONTENDERS.items():
         out[name] = (runners[runner.__name__], receiver)
         if name == "asyncio readexactly":
@@ -371,9 +386,9 @@ def measure(mode: Mode, prog: Progress) -> list[Part]:
     raise_fd_limit(4096)
     part = Part("trio loopback")
     rounds = mode.pick(1, 3, 7)
-    one = [RAW, MEMBUF, "membuf views loop", *BASELINES]
+    one = [RAW, RAW_1M, MEMBUF, "membuf views loop", *BASELINES]
     if not mode.quick:
-        one[3:3] = ["raw recv_into 64K", "membuf Memory", "membuf read_exactly"]
+        one[4:4] = ["raw recv_into 64K", "membuf Memory", "membuf read_exactly"]
     small = mode.pick(256 << 10, 8 << 20, 64 << 20)
     slow = {"anyio exactly": small // 8, "asyncio readexactly": small // 2}
     res_small = run_workload("1 conn, 16..300 B", one, 1, "16-300", small, rounds, mode, prog, slow)
@@ -436,7 +451,7 @@ def measure(mode: Mode, prog: Progress) -> list[Part]:
     }
 
     if not mode.quick and not mode.check:             # the sweep, for the plot
-        sweep_names = [RAW, MEMBUF, "trio bytearray", "asyncio readexactly", PROTOCOL,
+        sweep_names = [RAW_1M, MEMBUF, "trio bytearray", "asyncio readexactly", PROTOCOL,
                        "anyio receive"]
         sweep: dict[str, dict[str, float]] = {}
         rows = []
