@@ -13,15 +13,18 @@ free through a :class:`DebugTracker`:
 - every live range remembers the stack that allocated it, so ``leaks()`` can
   say where each unfreed byte came from (Netty's leak detector, in Python terms).
 
-Costs (measured in docs/reliability.md): a traceback capture per malloc and a
-bisect per free; only debug allocators pay, the normal path is untouched.
+Costs (measured in docs/reliability.md): a walk of up to ``stack_depth`` frames per
+malloc (text is made only by ``leaks()``) and a bisect per free; only debug
+allocators pay, the normal path is untouched.
 """
 
 from __future__ import annotations
 
 import bisect
+import sys
 import traceback
 from collections import deque
+from types import CodeType
 from dataclasses import dataclass
 
 __all__ = ["DebugTracker", "Leak"]
@@ -51,7 +54,7 @@ class DebugTracker:
         self.quarantine_ranges = quarantine_ranges
         self.stack_depth = stack_depth
         self._starts: list[int] = []                       # sorted starts of live ranges
-        self._live: dict[int, tuple[int, list[traceback.FrameSummary]]] = {}
+        self._live: dict[int, tuple[int, tuple[tuple[CodeType, int], ...]]] = {}
         self._quarantine: deque[tuple[int, int]] = deque()  # (address, length), oldest first
         self._q_starts: list[int] = []                     # sorted, for overlap checks
         self._q_len: dict[int, int] = {}
@@ -60,12 +63,19 @@ class DebugTracker:
     # -- malloc ------------------------------------------------------------
 
     def on_malloc(self, address: int, view: memoryview, internal_frames: int = 2) -> None:
-        """Poison fresh bytes and remember the caller's stack (minus membuf's own frames)."""
+        """Poison fresh bytes and remember the caller's stack (minus membuf's own frames).
+
+        Only (code, line) pairs are kept; they are turned into text by ``leaks()``,
+        which is what keeps the per-malloc cost low.
+        """
         view[:] = bytes([POISON_FRESH]) * len(view)
-        skip = internal_frames
-        stack = traceback.extract_stack(limit=self.stack_depth + skip)[:-skip]
+        frame = sys._getframe(internal_frames)
+        stack = []
+        while frame is not None and len(stack) < self.stack_depth:
+            stack.append((frame.f_code, frame.f_lineno))
+            frame = frame.f_back
         bisect.insort(self._starts, address)
-        self._live[address] = (len(view), stack)
+        self._live[address] = (len(view), tuple(stack))
 
     # -- free --------------------------------------------------------------
 
@@ -142,6 +152,13 @@ class DebugTracker:
 
     def leaks(self) -> list[Leak]:
         return [
-            Leak(start, self._live[start][0], "".join(traceback.format_list(self._live[start][1])))
-            for start in self._starts
+            Leak(start, self._live[start][0], _format(self._live[start][1])) for start in self._starts
         ]
+
+
+def _format(stack: tuple[tuple[CodeType, int], ...]) -> str:
+    """Innermost-last text of a remembered stack, like a traceback."""
+    summary = traceback.StackSummary.from_list(
+        [(code.co_filename, line, code.co_name, None) for code, line in reversed(stack)]
+    )
+    return "".join(summary.format())
