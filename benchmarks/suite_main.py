@@ -46,6 +46,7 @@ from _common import (
     Progress,
     Row,
     checks_made,
+    fmt,
     fmt_ratio,
     frame_stream,
     machine,
@@ -219,7 +220,7 @@ def render_doc(mode: Mode, argv: list[str], info: dict[str, Any], parts: list[Pa
     ]
     for r in targets(rows):
         out.append(f"- **{r.status}**: {r.group}, {r.workload}: {r.membuf} "
-                   f"{r.value:.3g} {r.unit} vs {r.baseline} {r.base_value:.3g} -> "
+                   f"{fmt(r.value)} {r.unit} vs {r.baseline} {fmt(r.base_value)} -> "
                    f"{fmt_ratio(r.ratio, r.target)} (target {r.target_text or f'>= {r.target:g}x'}).")
     missed = [r for r in targets(rows) if r.status == "MISSED"]
     if missed:
