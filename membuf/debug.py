@@ -24,7 +24,7 @@ import bisect
 import sys
 import traceback
 from collections import deque
-from types import CodeType
+from types import CodeType, FrameType
 from dataclasses import dataclass
 
 __all__ = ["DebugTracker", "Leak"]
@@ -69,8 +69,8 @@ class DebugTracker:
         which is what keeps the per-malloc cost low.
         """
         view[:] = bytes([POISON_FRESH]) * len(view)
-        frame = sys._getframe(internal_frames)
-        stack = []
+        frame: FrameType | None = sys._getframe(internal_frames)
+        stack: list[tuple[CodeType, int]] = []
         while frame is not None and len(stack) < self.stack_depth:
             stack.append((frame.f_code, frame.f_lineno))
             frame = frame.f_back
