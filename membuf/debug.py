@@ -24,8 +24,8 @@ import bisect
 import sys
 import traceback
 from collections import deque
-from types import CodeType, FrameType
 from dataclasses import dataclass
+from types import CodeType, FrameType
 
 __all__ = ["DebugTracker", "Leak"]
 
