@@ -78,6 +78,20 @@ def as_view(obj: Any) -> memoryview:
     return mv
 
 
+def step_over(pending: list[memoryview], i: int, sent: int) -> int:
+    """After a gather write from ``pending[i]`` sent ``sent`` bytes: the index of the
+    first segment not fully sent, with that segment trimmed to its unsent tail."""
+    while sent:
+        n = len(pending[i])
+        if sent >= n:
+            sent -= n
+            i += 1
+        else:
+            pending[i] = pending[i][sent:]
+            sent = 0
+    return i
+
+
 class Memory:
     """An ordered list of byte segments held by reference, with a running length.
 
@@ -245,14 +259,7 @@ class Memory:
                 exc.characters_written = total
                 raise
             total += sent
-            while sent:                     # step over what went out, maybe mid-segment
-                n = len(pending[i])
-                if sent >= n:
-                    sent -= n
-                    i += 1
-                else:
-                    pending[i] = pending[i][sent:]
-                    sent = 0
+            i = step_over(pending, i, sent)
         return total
 
     # -- hooks for Reader.clip_front ----------------------------------------

@@ -67,7 +67,7 @@ import trio
 
 from ._stream import Frames, StreamReader, StreamStats, _raw_socket, _stream_error
 from .allocator import Allocator
-from .memory import Memory
+from .memory import Memory, step_over
 
 __all__ = [
     "Connection",
@@ -118,14 +118,7 @@ async def send_memory(stream: trio.abc.SendStream, memory: Memory | Any) -> None
             sent = await sock.sendmsg(pending[i : i + _IOV_MAX])
         except OSError as exc:
             raise _stream_error(exc) from None
-        while sent:  # step over what went out, maybe stopping mid-segment
-            n = len(pending[i])
-            if sent >= n:
-                sent -= n
-                i += 1
-            else:
-                pending[i] = pending[i][sent:]
-                sent = 0
+        i = step_over(pending, i, sent)
 
 
 # -- connections ----------------------------------------------------------------
