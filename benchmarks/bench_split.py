@@ -26,35 +26,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import random
-import statistics
-import time
 from collections.abc import Callable
+
+import _common
 
 from membuf import Memory
 from membuf.codecs import LengthPrefixed
 
 
 def interleaved(cases: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median CPU seconds per case over ``rounds`` rounds, each case once per round, rotating.
-
-    CPU time (``time.process_time``), not wall time: on a shared machine it
-    leaves out the time other processes hold the core.
-    """
-    names = list(cases)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for rnd in range(rounds):
-        for name in names[rnd % len(names):] + names[: rnd % len(names)]:
-            gc.collect()
-            gc.disable()
-            try:
-                t0 = time.process_time()
-                cases[name]()
-                times[name].append(time.process_time() - t0)
-            finally:
-                gc.enable()
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    """Median CPU seconds per case over ``rounds`` rotating rounds (the suite's harness)."""
+    return {name: fig.median for name, fig in _common.interleaved(cases, rounds, warmup=0).items()}
 
 
 def uleb(n: int) -> bytes:
