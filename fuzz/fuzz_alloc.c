@@ -168,16 +168,25 @@ static void verify_all(const model *m)
 /* The arena holding a: 1 and its [base, end), or 0. */
 static int arena_of(mb_alloc *a, uintptr_t addr, uintptr_t *base, uintptr_t *end)
 {
-    size_t count = mb_alloc_arena_count(a);
-    for (size_t i = 0; i < count; i++) {
-        uint64_t id, b, size;
-        if (mb_alloc_arena_info(a, i, &id, &b, &size) == 0 && addr - b < size) {
-            *base = (uintptr_t)b;
-            *end = (uintptr_t)(b + size);
-            return 1;
+    size_t cap = 64, count;
+    uint64_t *t = NULL;
+    for (;;) {                          /* one snapshot, sized to the whole table */
+        t = realloc(t, 3 * cap * sizeof *t);
+        count = mb_alloc_arena_table(a, t, cap);
+        if (count <= cap)
+            break;
+        cap = count;
+    }
+    int found = 0;
+    for (size_t i = 0; i < count && !found; i++) {
+        if (addr - t[3 * i + 1] < t[3 * i + 2]) {
+            *base = (uintptr_t)t[3 * i + 1];
+            *end = (uintptr_t)(t[3 * i + 1] + t[3 * i + 2]);
+            found = 1;
         }
     }
-    return 0;
+    free(t);
+    return found;
 }
 
 /* What free(s, n) must return: 0, MB_EFOREIGN or MB_EDOUBLE. */

@@ -285,7 +285,11 @@ class Allocator:
     # -- internals ------------------------------------------------------------
 
     def _malloc_addr(self, n: int) -> tuple[memoryview, int]:
-        """malloc that also returns the address, for owners that free in batches."""
+        """malloc that also returns the address, for owners that free in batches.
+
+        Repeats malloc's body on purpose: calling malloc from here would add a Python
+        call to every RecyclableMemory.next_n.
+        """
         try:
             r = lib.mb_alloc_malloc(self._h, n)
         except (OverflowError, TypeError):
@@ -310,8 +314,11 @@ class Allocator:
         if self._debug is not None:
             self._debug_free_batch(pairs)
             return
-        arr = ffi.new("uint64_t[]", pairs)
-        r = lib.mb_alloc_free_batch(self._h, arr, len(pairs) // 2)
+        self._native_free_flat(pairs)
+
+    def _native_free_flat(self, pairs: list[int]) -> None:
+        """The one native batch free: addr0, len0, addr1, len1, ... (no debug bookkeeping)."""
+        r = lib.mb_alloc_free_batch(self._h, ffi.new("uint64_t[]", pairs), len(pairs) // 2)
         if r:
             self._after_free(r, None)
 
@@ -372,10 +379,7 @@ class Allocator:
 
     def _native_free_pairs(self, ranges: list[tuple[int, int]]) -> None:
         if ranges:
-            flat = [x for r in ranges for x in r]
-            r = lib.mb_alloc_free_batch(self._h, ffi.new("uint64_t[]", flat), len(ranges))
-            if r:
-                self._after_free(r, None)
+            self._native_free_flat([x for r in ranges for x in r])
 
     def _malloc_failed(self, n: int, code: int) -> memoryview:
         if n == 0:

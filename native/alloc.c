@@ -493,19 +493,6 @@ size_t mb_alloc_arena_table(mb_alloc *a, uint64_t *out, size_t cap)
     return n;
 }
 
-int mb_alloc_arena_info(mb_alloc *a, size_t i, uint64_t *id, uint64_t *base, uint64_t *size)
-{
-    mb_lock_take(&a->lock);
-    int r = i < a->narenas ? 0 : MB_EINVAL;
-    if (!r) {
-        *id = a->arenas[i].id;
-        *base = a->arenas[i].base;
-        *size = a->arenas[i].size;
-    }
-    mb_lock_give(&a->lock);
-    return r;
-}
-
 /* ---- invariants ------------------------------------------------------------ */
 
 typedef struct walk {

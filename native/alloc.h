@@ -75,7 +75,6 @@ void mb_alloc_last_free_report(mb_alloc *a, mb_free_report *out);
  * it is above cap only the first cap triples were written: call again with more room. */
 size_t mb_alloc_arena_table(mb_alloc *a, uint64_t *out, size_t cap);
 size_t mb_alloc_arena_count(mb_alloc *a);
-int mb_alloc_arena_info(mb_alloc *a, size_t i, uint64_t *id, uint64_t *base, uint64_t *size);
 
 /* Check every invariant of the allocator and its index; 0 when sound. */
 int mb_alloc_check(mb_alloc *a);

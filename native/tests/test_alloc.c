@@ -25,23 +25,24 @@ static int failures;
 
 #define SOUND(a) CHECK(mb_alloc_check(a) == 0)
 
-typedef struct {
-    uintptr_t bases[64];
-    uint64_t ids[64];
-    size_t n;
-} table;
-
 static uint8_t *addr_of(mb_alloc *a, int64_t r)
 {
     uint64_t id = (uint64_t)r >> MB_ID_SHIFT, off = (uint64_t)r & ((UINT64_C(1) << MB_ID_SHIFT) - 1);
-    size_t n = mb_alloc_arena_count(a);
-    for (size_t i = 0; i < n; i++) {
-        uint64_t aid, base, size;
-        mb_alloc_arena_info(a, i, &aid, &base, &size);
-        if (aid == id)
-            return (uint8_t *)(uintptr_t)(base + off);
+    size_t cap = 64, n;
+    uint64_t *table = NULL;
+    for (;;) {                          /* the table may hold more arenas than we made room for */
+        table = realloc(table, 3 * cap * sizeof *table);
+        n = mb_alloc_arena_table(a, table, cap);
+        if (n <= cap)
+            break;
+        cap = n;
     }
-    return NULL;
+    uint8_t *p = NULL;
+    for (size_t i = 0; i < n && !p; i++)
+        if (table[3 * i] == id)
+            p = (uint8_t *)(uintptr_t)(table[3 * i + 1] + off);
+    free(table);
+    return p;
 }
 
 static uint8_t *xmalloc(mb_alloc *a, size_t n)
