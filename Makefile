@@ -4,11 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.membuf-installed
 NATIVE_SRC := $(wildcard native/*.c)
-NATIVE := $(NATIVE_SRC) $(wildcard native/*.h native/*.cdef) native/build_ffi.py
+NATIVE := $(NATIVE_SRC) $(wildcard native/*.h native/*.cdef native/core/*.c native/core/*.h) native/build_ffi.py
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-CFLAGS_TEST := -std=c99 -g -O1 -Wall -Wextra -Werror -Inative
+CFLAGS_TEST := -std=c99 -g -O1 -Wall -Wextra -Werror -DMB_DEBUG -Inative
 
-.PHONY: all install demo test test-c test-py lint bench bench-quick bench-deps fuzz soak clean
+.PHONY: all install demo test test-c test-core-warnings test-py test-asan lint bench bench-quick bench-deps fuzz soak clean
 
 all: install
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml setup.py $(NATIVE)
 demo: $(STAMP)
 	$(PY) -m membuf demo
 
-test: $(STAMP) test-c lint test-py
+test: $(STAMP) test-c lint test-py test-micro test-asan
 
 test-py: $(STAMP)
 	$(PY) -m pytest -q
@@ -37,8 +37,31 @@ lint: $(STAMP)
 # C tests: built and run under AddressSanitizer + UndefinedBehaviorSanitizer.
 C_TESTS := $(patsubst %.c,%,$(wildcard native/tests/test_*.c))
 
-test-c: $(C_TESTS)
+test-c: $(C_TESTS) test-core-warnings
 	set -e; for t in $(C_TESTS); do ./$$t; done
+
+# membuf._core's C sources (CPython C-API) must build -Wall -Wextra clean.
+test-core-warnings: $(STAMP)
+	$(CC) -std=c99 -Wall -Wextra -Werror -fsyntax-only -Inative \
+		-I"$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" native/core/*.c
+
+# The Python suite once more against both extensions built under ASan + UBSan
+# (native/build_asan.py), gcc's runtimes preloaded into the unsanitized interpreter.
+# Leak detection is off: CPython keeps interned objects until exit by design.
+ASAN_DIR := build/asan
+ASAN_RUNTIME = $(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)
+
+$(ASAN_DIR)/.built: $(NATIVE) native/build_asan.py $(wildcard membuf/*.py membuf/media/*.py)
+	rm -rf $(ASAN_DIR) $(ASAN_DIR)-tmp && mkdir -p $(ASAN_DIR)
+	cp -r membuf $(ASAN_DIR)/ && rm -f $(ASAN_DIR)/membuf/*.so
+	$(PY) native/build_asan.py $(ASAN_DIR)
+	touch $@
+
+test-asan: $(STAMP) $(ASAN_DIR)/.built
+	cd $(ASAN_DIR) && PYTHONPATH=$(CURDIR)/$(ASAN_DIR) LD_PRELOAD="$(ASAN_RUNTIME)" \
+		ASAN_OPTIONS=detect_leaks=0 $(CURDIR)/$(PY) -m pytest -q -p no:cacheprovider \
+		--rootdir=$(CURDIR) -c $(CURDIR)/pyproject.toml $(CURDIR)/tests \
+		-k "not demo" -m "not slow"
 
 native/tests/test_%: native/tests/test_%.c $(NATIVE)
 	$(CC) $(CFLAGS_TEST) $(SAN) -o $@ $< $(NATIVE_SRC) -lpthread
@@ -61,14 +84,14 @@ bench-quick: bench-deps benchmarks/alloc_bench
 	$(PY) -m membuf bench --quick
 
 clean:
-	rm -rf build *.egg-info membuf/_native*.so $(C_TESTS) benchmarks/alloc_bench
+	rm -rf build *.egg-info membuf/_native*.so membuf/_core*.so $(C_TESTS) benchmarks/alloc_bench
 
 # ---- fuzzing (see fuzz/README.md) -------------------------------------------
 # make fuzz [FUZZ_SECONDS=60]: each atheris harness and the libFuzzer allocator
 # harness for FUZZ_SECONDS, then the hypothesis harness tests with a big budget.
 FUZZ_SECONDS ?= 60
 FUZZ_OUT := build/fuzz
-FUZZ_CFLAGS := -std=c99 -g -O1 -Wall -Wextra -Werror -Inative \
+FUZZ_CFLAGS := -std=c99 -g -O1 -Wall -Wextra -Werror -DMB_DEBUG -Inative \
 	-fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 FUZZ_HARNESSES := reader codecs media
 
@@ -109,4 +132,37 @@ SOAK_MINUTES ?= 2
 SOAK_CONNECTIONS ?= 500
 
 soak: $(STAMP)
-	$(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES) --connections $(SOAK_CONNECTIONS)
+	$(PY) fuzz/soak.py --minutes $(SOAK_MINUTES) --connections $(SOAK_CONNECTIONS)
+
+# ---- micro-benchmarks: every hot call against its baseline (pytest-benchmark) ---------
+# make bench-micro [MICRO_MAX_TIME=0.5 MICRO_ARGS=...]: benchmarks/micro, one table per group,
+#   times per call; the run is saved under benchmarks/.micro/ (git-ignored).
+#   MICRO_ARGS=--benchmark-compare also shows the latest saved run next to this one.
+# make bench-micro-compare: the last two saved runs side by side, change in percent
+#   (never fails on a timing). make test-micro: each benchmark once, untimed, checked.
+# docs/benchmarks.md, section "Micro-benchmarks".
+MICRO_DIR := benchmarks/micro
+MICRO_STORE := benchmarks/.micro
+MICRO_MAX_TIME ?= 0.5
+MICRO_ARGS ?=
+MICRO_TABLE := --benchmark-columns=min,median,iqr,mean,rounds --benchmark-name=short \
+	--benchmark-group-by=group --benchmark-sort=min
+
+.PHONY: bench-micro bench-micro-compare test-micro
+
+bench-micro: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider $(MICRO_DIR) --benchmark-only --benchmark-disable-gc \
+		--benchmark-max-time=$(MICRO_MAX_TIME) $(MICRO_TABLE) \
+		--benchmark-storage=file://$(CURDIR)/$(MICRO_STORE) --benchmark-autosave $(MICRO_ARGS)
+
+# Run from benchmarks/micro so that pytest-benchmark loads its conftest.py (times per call).
+bench-micro-compare: $(STAMP)
+	@runs="$$(ls -1tr $(CURDIR)/$(MICRO_STORE)/*/[0-9]*.json 2>/dev/null | tail -n 2)"; \
+	if [ "$$(echo $$runs | wc -w)" -lt 2 ]; then \
+		echo "bench-micro-compare: needs two saved runs in $(MICRO_STORE)/; run make bench-micro twice"; exit 1; fi; \
+	echo "comparing (reference first):"; for r in $$runs; do echo "  $$r"; done; \
+	cd $(MICRO_DIR) && $(CURDIR)/$(VENV)/bin/pytest-benchmark --storage file://$(CURDIR)/$(MICRO_STORE) \
+		compare --between=min,median --name=short --group-by=group --sort=min $$runs
+
+test-micro: $(STAMP)
+	$(PY) -m pytest -q benchmarks/micro --benchmark-disable -p no:cacheprovider

@@ -1,7 +1,7 @@
 """Shared harness of the benchmark suite (``python -m membuf bench``).
 
 Everything the suite's parts have in common, so that every comparison follows
-the same rules (docs/benchmarks.md, "Fairness"):
+the same rules (docs/benchmarks.md, "Fairness rules"):
 
 * seeded data: :func:`frame_stream` builds one byte stream per workload from a
   seed, and its checksum ``(frames, payload bytes, sum of first payload bytes)``
@@ -13,13 +13,14 @@ the same rules (docs/benchmarks.md, "Fairness"):
 * :class:`Figure`: median and min..max of the samples;
 * :class:`Row`: one line of the suite's table of ratios;
 * :class:`Progress`: a rich progress bar when rich is installed, plain lines
-  on stderr otherwise.
+  on stderr otherwise;
+* :class:`Mode` (how big a run is) and :class:`Part` (what a part returns).
 """
 
 from __future__ import annotations
 
 import gc
-import json
+import importlib.util
 import os
 import platform
 import random
@@ -118,6 +119,13 @@ def chunked(data: bytes, chunk: int = 64 << 10) -> list[bytes]:
     return [data[i : i + chunk] for i in range(0, len(data), chunk)]
 
 
+def size_label(spec: str) -> str:
+    if "-" in spec:
+        return f"{spec.replace('-', '..')} B"
+    n = int(spec)
+    return f"{n} B" if n < 1024 else f"{n >> 10} KiB"
+
+
 # -- timing ---------------------------------------------------------------------------------
 
 
@@ -150,8 +158,7 @@ def rotations(names: Sequence[str], rounds: int) -> list[list[str]]:
 
 
 def interleaved(cases: dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
-                timer: Callable[[], float] = time.process_time,
-                tick: Callable[[], None] | None = None) -> dict[str, Figure]:
+                timer: Callable[[], float] = time.process_time) -> dict[str, Figure]:
     """Seconds per case: ``warmup`` untimed runs each, then ``rounds`` interleaved rounds.
 
     CPU time (``time.process_time``) by default: on a shared machine it leaves
@@ -172,13 +179,7 @@ def interleaved(cases: dict[str, Callable[[], object]], rounds: int, warmup: int
                 times[name].append(timer() - t0)
             finally:
                 gc.enable()
-        if tick:
-            tick()
     return {name: Figure(ts) for name, ts in times.items()}
-
-
-def loadavg() -> float:
-    return os.getloadavg()[0]
 
 
 # -- rows of the table -----------------------------------------------------------------------
@@ -202,8 +203,17 @@ class Row:
     higher_is_better: bool = True
     target: float | None = None       # ratio membuf must reach (>=)
     target_text: str = ""
-    load: float = field(default_factory=loadavg)
+    load: float = field(default_factory=lambda: os.getloadavg()[0])
     note: str = ""
+
+    @classmethod
+    def of(cls, group: str, workload: str, unit: str, membuf: str, m: Figure | float,
+           baseline: str = "", b: Figure | float | None = None, **kw: Any) -> Row:
+        """A row from Figures, or from single values (one run each)."""
+        fm, fb = (x if isinstance(x, Figure) or x is None else Figure([x]) for x in (m, b))
+        assert fm is not None
+        base = (fb.median, fb.lo, fb.hi) if fb is not None else (None, None, None)
+        return cls(group, workload, unit, membuf, fm.median, fm.lo, fm.hi, baseline, *base, **kw)
 
     @property
     def ratio(self) -> float | None:
@@ -229,18 +239,12 @@ class Row:
 
 
 def fmt(x: float | None) -> str:
+    """Three significant digits or so: ``1,234``, ``123``, ``12.3``, ``1.23``, ``0.123``."""
     if x is None:
         return "-"
     ax = abs(x)
-    if ax >= 1000:
-        return f"{x:,.0f}"
-    if ax >= 100:
-        return f"{x:.0f}"
-    if ax >= 10:
-        return f"{x:.1f}"
-    if ax >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3f}"
+    return (f"{x:,.0f}" if ax >= 1000 else f"{x:.0f}" if ax >= 100 else f"{x:.1f}" if ax >= 10
+            else f"{x:.2f}" if ax >= 1 else f"{x:.3f}")
 
 
 TABLE_HEAD = ("group", "workload", "unit", "membuf (form)", "median", "min..max",
@@ -295,71 +299,47 @@ def md_table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 class Progress:
-    """Progress on stderr: a rich bar when rich is installed (and stderr is a
-    terminal, or ``force``), else one plain line per step."""
+    """Progress on stderr: a rich bar when rich is installed and stderr is a terminal,
+    else one plain line per step."""
 
     def __init__(self, total: int, enabled: bool = True) -> None:
-        self.total, self.done, self.enabled = total, 0, enabled
-        self._rich: Any = None
-        self._task: Any = None
-        self._t0 = time.monotonic()
-        if not enabled:
-            return
-        try:
+        self.total, self.done, self.enabled, self._t0 = total, 0, enabled, time.monotonic()
+        self._bar: Any = None
+        if enabled and sys.stderr.isatty() and importlib.util.find_spec("rich"):
+            import rich.progress as rp
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                SpinnerColumn,
-                TextColumn,
-                TimeElapsedColumn,
-            )
-            from rich.progress import Progress as RichProgress
-        except ImportError:
-            return
-        console = Console(stderr=True)
-        if not console.is_terminal:
-            return
-        self._rich = RichProgress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                                  transient=False)
+
+            self._bar = rp.Progress(rp.SpinnerColumn(), rp.TextColumn("{task.description}"),
+                                    rp.BarColumn(), rp.MofNCompleteColumn(),
+                                    rp.TimeElapsedColumn(), console=Console(stderr=True))
+            self._task = self._bar.add_task("starting", total=total)
 
     def __enter__(self) -> Progress:
-        if self._rich is not None:
-            self._rich.__enter__()
-            self._task = self._rich.add_task("starting", total=self.total)
+        if self._bar is not None:
+            self._bar.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._rich is not None:
-            self._rich.__exit__(*exc)
-
-    def add(self, n: int) -> None:
-        self.total += n
-        if self._rich is not None:
-            self._rich.update(self._task, total=self.total)
+        if self._bar is not None:
+            self._bar.stop()
 
     def step(self, label: str) -> None:
         """Announce what runs next."""
-        if not self.enabled:
-            return
-        if self._rich is not None:
-            self._rich.update(self._task, description=label)
-        else:
+        if self._bar is not None:
+            self._bar.update(self._task, description=label)
+        elif self.enabled:
             print(f"  [{self.done}/{self.total} {time.monotonic() - self._t0:5.0f}s] {label}",
                   file=sys.stderr, flush=True)
 
-    def advance(self, n: int = 1) -> None:
-        self.done += n
-        if self._rich is not None:
-            self._rich.update(self._task, advance=n)
+    def advance(self) -> None:
+        self.done += 1
+        if self._bar is not None:
+            self._bar.advance(self._task)
 
     def log(self, text: str) -> None:
-        if not self.enabled:
-            return
-        if self._rich is not None:
-            self._rich.console.print(text, markup=False, highlight=False)
-        else:
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        elif self.enabled:
             print(text, file=sys.stderr, flush=True)
 
 
@@ -383,40 +363,28 @@ def _cmd(*args: str) -> str:
     return out.strip().splitlines()[0] if out.strip() else "?"
 
 
+def _grep(path: str, pattern: str) -> str | None:
+    try:
+        m = re.search(pattern, Path(path).read_text(), re.M)
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
 def machine() -> dict[str, Any]:
-    cpu = "?"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        m = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
-        cpu = m.group(1) if m else cpu
-    except OSError:
-        pass
-    mem = "?"
-    try:
-        m2 = re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text())
-        mem = f"{int(m2.group(1)) / (1 << 20):.1f} GiB" if m2 else mem
-    except OSError:
-        pass
-    libs = {name: _version(name) for name in
-            ("membuf", "cffi", "trio", "anyio", "leb128", "pyrtmp", "uvloop", "rich", "matplotlib")}
+    mem = _grep("/proc/meminfo", r"MemTotal:\s*(\d+)")
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "memory": mem,
+        "cpu": _grep("/proc/cpuinfo", r"^model name\s*:\s*(.+)$") or "?", "cores": os.cpu_count(),
+        "memory": f"{int(mem) / (1 << 20):.1f} GiB" if mem else "?",
         "os": f"{platform.system()} {platform.release()}",
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "glibc": " ".join(platform.libc_ver()),
         "cc": _cmd(os.environ.get("CC", "cc"), "--version"),
-        "libs": libs,
+        "libs": {name: _version(name) for name in ("membuf", "cffi", "trio", "anyio", "leb128",
+                                                   "pyrtmp", "uvloop", "rich", "matplotlib")},
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "load_before": list(os.getloadavg()),
     }
-
-
-def run_json(cmd: list[str], timeout: float) -> Any:
-    """Run a helper process that prints one JSON document as its last line."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # -- how big a run is, and what a part returns ---------------------------------------------------
@@ -444,7 +412,6 @@ class Detail:
     title: str
     head: list[str]
     rows: list[list[str]]
-    text: str = ""
 
 
 @dataclass

@@ -30,6 +30,13 @@ def _plt() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, out: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def _style(name: str) -> dict[str, Any]:
     if name.startswith("raw"):
         return {"color": "black", "linestyle": "--", "marker": ""}
@@ -60,10 +67,7 @@ def plot_loopback(sweep: dict[str, dict[str, float]], out: Path, subtitle: str) 
     ax.set_ylabel("payload MB/s (median)")
     ax.set_title(f"trio loopback, 1 connection, LEB128 frames\n{subtitle}", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_split(split: dict[str, dict[str, dict[str, float]]], out: Path, subtitle: str) -> Path | None:
@@ -85,10 +89,7 @@ def plot_split(split: dict[str, dict[str, dict[str, float]]], out: Path, subtitl
         ax.set_title(f"frame split in memory, {kind} prefix", fontsize=10)
         ax.legend(fontsize=7)
     fig.suptitle(subtitle, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def plot_rss(burst: dict[str, dict[str, Any]], out: Path, subtitle: str) -> Path | None:
@@ -115,10 +116,7 @@ def plot_rss(burst: dict[str, dict[str, Any]], out: Path, subtitle: str) -> Path
     ax.set_title(f"RSS over a burst\n{subtitle}", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def draw_all(data: dict[str, Any], img: Path, subtitle: str) -> list[Path]:

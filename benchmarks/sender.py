@@ -1,95 +1,90 @@
-"""The sending half of the stream benchmarks: a separate process that writes a
-seeded stream of LEB128-framed messages to a TCP port as fast as it can.
+"""The one sender of the socket benchmarks: a separate process writing seeded LEB128 frames.
 
-Run by ``bench_stream.py`` (one sender process per contender and round), or by
-hand::
-
-    python benchmarks/sender.py --port 5000 --workload small --bytes 64000000 --seed 1
-
-The stream is one seeded *block* of frames repeated until at least ``--bytes``
-have been sent, so the sender spends its time in ``sendall`` and not in Python.
-``make_block`` and ``expected`` are imported by the receiver to know the
-checksum every contender must return, without trusting any contender.
-
-Checksum of a stream: ``(frames, payload bytes, sum of the first payload byte
-of every frame)``; the first-byte sum is what proves a parser found the real
-frame boundaries (payload bytes are seeded random, so a shifted boundary
-changes it).
+It opens ``--conns`` loopback connections and writes to each the same seeded
+block of whole frames (``_common.frame_stream``), repeated up to ``--bytes`` per
+connection, round-robin, as fast as ``sendall`` goes (its time is spent in the
+kernel, not in Python). ``--hold`` keeps the connections open after the last
+byte (idle connections, for the memory part); it always lets the receiver close
+first, so no data is cut short by a reset. Receivers call :func:`accept_sender`
+and check against :func:`expected`, computed from the generator.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import resource
 import socket
+import subprocess
 import sys
+from pathlib import Path
 
-WORKLOADS: dict[str, tuple[int, int]] = {
-    "big": (64 << 10, 64 << 10),  # (a) 64 KiB frames
-    "small": (16, 300),  # (b) 16..300 B frames
-}
-BLOCK_BYTES = 4 << 20
+from _common import Checksum, frame_stream
 
-
-def leb128(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+KIND = "leb128"
 
 
-def make_block(workload: str, seed: int) -> tuple[bytes, tuple[int, int, int]]:
-    """One block of whole frames (about 4 MiB) and its checksum."""
-    lo, hi = WORKLOADS[workload]
-    rng = random.Random(seed)
-    parts: list[bytes] = []
-    size = frames = payload = first = 0
-    while size < BLOCK_BYTES:
-        n = rng.randint(lo, hi)
-        body = rng.randbytes(n)
-        head = leb128(n)
-        parts += (head, body)
-        size += len(head) + n
-        frames += 1
-        payload += n
-        first += body[0]
-    return b"".join(parts), (frames, payload, first)
+def raise_fd_limit(n: int) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n, hard), hard))
 
 
-def repeats_for(block: bytes, total: int) -> int:
-    return max(1, -(-total // len(block)))
+def block_for(sizes: str, per_conn: int, seed: int) -> tuple[bytes, Checksum]:
+    """The block the sender repeats: big enough for ``sendall`` to dominate, no bigger
+    than one connection's share."""
+    biggest = 65536 if sizes == "burst" else max(int(x) for x in sizes.split("-"))
+    return frame_stream(KIND, sizes, min(per_conn, max(256 << 10, 4 * biggest)), seed)
 
 
-def expected(workload: str, seed: int, total: int) -> tuple[int, tuple[int, int, int]]:
-    """(stream length in bytes, checksum) of what ``main`` sends for these options."""
-    block, (f, p, s) = make_block(workload, seed)
-    r = repeats_for(block, total)
+def expected(sizes: str, per_conn: int, seed: int) -> tuple[int, Checksum]:
+    """(bytes, checksum) one connection receives."""
+    block, (f, p, s) = block_for(sizes, per_conn, seed)
+    r = max(1, -(-per_conn // len(block)))
     return len(block) * r, (f * r, p * r, s * r)
 
 
+def accept_sender(conns: int, sizes: str, per_conn: int, seed: int,
+                  hold: bool = False) -> tuple[list[socket.socket], subprocess.Popen[bytes]]:
+    """Start a sender process and accept its ``conns`` connections (blocking sockets)."""
+    raise_fd_limit(2 * conns + 64)
+    with socket.create_server(("127.0.0.1", 0), backlog=conns + 16) as listener:
+        listener.settimeout(120)
+        proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--port",
+             str(listener.getsockname()[1]), "--conns", str(conns), "--sizes", sizes, "--bytes",
+             str(per_conn), "--seed", str(seed)] + (["--hold"] if hold else []))
+        try:
+            return [listener.accept()[0] for _ in range(conns)], proc
+        except BaseException:
+            proc.kill()
+            raise
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--host", default="127.0.0.1")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="small")
-    ap.add_argument("--bytes", type=int, default=64_000_000, help="send at least this much")
+    ap.add_argument("--conns", type=int, default=1)
+    ap.add_argument("--sizes", default="16-300", help='"256", "16-300" or "burst"')
+    ap.add_argument("--bytes", type=int, default=1 << 20, help="per connection")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--hold", action="store_true", help="no EOF: wait for the receiver to close")
     args = ap.parse_args(argv)
-    block, _ = make_block(args.workload, args.seed)  # before connecting: not timed
+    raise_fd_limit(args.conns + 64)
+    block, _ = block_for(args.sizes, args.bytes, args.seed)        # before connecting: not timed
     view = memoryview(block)
-    with socket.create_connection((args.host, args.port)) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(repeats_for(block, args.bytes)):
-            sock.sendall(view)
-        sock.shutdown(socket.SHUT_WR)
-        # wait for the receiver to close, so the data is never cut short by a reset
-        while sock.recv(4096):
+    socks = [socket.create_connection(("127.0.0.1", args.port)) for _ in range(args.conns)]
+    for s in socks:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for _ in range(max(1, -(-args.bytes // len(block)))):
+        for s in socks:
+            s.sendall(view)
+    for s in socks:
+        if not args.hold:
+            s.shutdown(socket.SHUT_WR)
+    for s in socks:                   # until the receiver closes
+        while s.recv(4096):
             pass
+        s.close()
     return 0
 
 

@@ -4,8 +4,8 @@
   glibc, and mimalloc / jemalloc through dlopen when their Debian packages are
   installed), run several times as separate processes; each cell is the median
   over runs;
-* Python ``Allocator.malloc`` + ``free`` against ``bytearray(n)``
-  (``bench_alloc.measure``), and the native calls one pair makes;
+* Python ``Allocator.malloc`` + ``free`` against ``bytearray(n)``, after
+  checking that one pair makes one C call each;
 * the limits: ``memcpy`` bandwidth (``mv[:] = src``) and one empty cffi call.
 """
 
@@ -16,11 +16,25 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import cast
 
-from _common import REPO, CheckError, Detail, Figure, Mode, Part, Progress, Row, fmt, interleaved
+from _common import (
+    REPO,
+    CheckError,
+    Detail,
+    Figure,
+    Mode,
+    Part,
+    Progress,
+    Row,
+    fmt,
+    interleaved,
+    size_label,
+)
+
+from membuf import Allocator
 
 HARNESS = REPO / "benchmarks" / "alloc_bench"
 # jemalloc's shared library uses initial-exec TLS: dlopen needs room in the static TLS block
@@ -72,11 +86,9 @@ def c_harness(mode: Mode, prog: Progress) -> Part:
         prog.advance()
     patterns = list(tables[0])
     names = [n for n in tables[0][patterns[0]] if n != "membuf/glibc"]
-    for t in tables:
-        for p in patterns:
-            for n in names:
-                if not t[p][n] > 0:
-                    raise CheckError(f"alloc_bench: {p} {n} = {t[p][n]}")
+    if bad := [(p, n, t[p][n]) for t in tables for p in patterns for n in names
+               if not t[p][n] > 0]:
+        raise CheckError(f"alloc_bench: not a time: {bad[:3]}")
     med = {p: {n: Figure([t[p][n] for t in tables]) for n in names} for p in patterns}
     head = ["ns per malloc+free pair"] + names + ["glibc/membuf"]
     rows = []
@@ -92,40 +104,71 @@ def c_harness(mode: Mode, prog: Progress) -> Part:
         m, g = med[p]["membuf"], med[p]["glibc"]
         note = ", ".join(f"{n} {fmt(med[p][n].median)}" for n in others + ["membuf-bestfit"])
         target = p.startswith("random") and "1k" in p
-        part.rows.append(Row(
-            "allocator (C)", p, "ns/pair", "membuf first-fit", m.median, m.lo, m.hi,
-            "glibc malloc/free", g.median, g.lo, g.hi, higher_is_better=False,
-            target=1.0 if target else None, target_text="<= glibc" if target else "",
-            note=note))
+        part.rows.append(Row.of(
+            "allocator (C)", p, "ns/pair", "membuf first-fit", m, "glibc malloc/free", g,
+            higher_is_better=False, target=1.0 if target else None,
+            target_text="<= glibc" if target else "", note=note))
     part.data["c_harness"] = {p: {n: med[p][n].median for n in names} for p in patterns}
-    if "jemalloc" not in names:
-        part.notes.append("jemalloc not in the C harness (libjemalloc2 not installed or refused "
-                          "dlopen).")
-    if "mimalloc" not in names:
-        part.notes.append("mimalloc not in the C harness (libmimalloc2.0 not installed).")
+    part.notes += [f"{lib} not in the C harness ({why})." for lib, why in (
+        ("jemalloc", "libjemalloc2 not installed or refused dlopen"),
+        ("mimalloc", "libmimalloc2.0 not installed")) if lib not in names]
     return part
 
 
-def python_alloc(mode: Mode, prog: Progress) -> Part:
-    import bench_alloc
+def c_calls(fn: Callable[..., object], *args: object) -> tuple[object, int]:
+    """``fn(*args)`` and the number of C functions it called (``sys.setprofile``)."""
+    n = 0
 
+    def prof(frame: object, event: str, arg: object) -> None:
+        nonlocal n
+        n += event == "c_call"
+
+    sys.setprofile(prof)
+    try:
+        out = fn(*args)
+    finally:
+        sys.setprofile(None)                     # itself one c_call: see c_calls(noop)
+    return out, n
+
+
+def native_calls() -> tuple[int, int]:
+    """C calls one ``malloc`` and one ``free`` make, in the steady state."""
+    a = Allocator()
+    a.free(a.malloc(64))                      # first use maps the arena
+    base = c_calls(lambda: None)[1]
+    mv, m = c_calls(a.malloc, 256)
+    f = c_calls(a.free, mv)[1]
+    return m - base, f - base
+
+
+def python_alloc(mode: Mode, prog: Progress) -> Part:
+    """``Allocator.malloc`` + ``free`` against ``bytearray(n)`` (allocate, zero, drop)."""
     part = Part("allocator (Python)")
     prog.step("Python malloc/free vs bytearray")
-    calls = bench_alloc.count_native_calls()
+    calls = native_calls()
     if calls != (1, 1):
-        raise CheckError(f"one malloc + free made {calls} native calls, expected (1, 1)")
-    rows = bench_alloc.measure(quick=mode.quick or mode.check)
+        raise CheckError(f"one malloc + free made {calls} C calls, expected (1, 1)")
+    n, rounds = mode.pick((2_000, 1), (20_000, 5), (100_000, 11))
+    a = Allocator()
+    malloc, free = a.malloc, a.free
+    for size in (256, 64 << 10):
+        def pairs(size: int = size) -> None:
+            for _ in range(n):
+                free(malloc(size))
+
+        def arrays(size: int = size) -> None:
+            for _ in range(n):
+                bytearray(size)
+
+        f = {k: v.scaled(lambda s: s / n * 1e9)
+             for k, v in interleaved({"membuf": pairs, "bytearray": arrays}, rounds).items()}
+        part.rows.append(Row.of(
+            "allocator (Python)", f"malloc+free {size_label(str(size))}", "ns/pair",
+            "Allocator.malloc/free", f["membuf"], "bytearray(n) then drop", f["bytearray"],
+            higher_is_better=False, note="1 C call each for malloc and free"))
+    if a.stats().in_use:
+        raise CheckError(f"malloc/free pairs left {a.stats().in_use} bytes in use")
     prog.advance()
-    for r in rows:
-        size = int(r["size"])  # type: ignore[call-overload]
-        label = f"{size} B" if size < 1024 else f"{size >> 10} KiB"
-        mlo, mhi = cast(tuple[float, float], r["membuf_range"])
-        blo, bhi = cast(tuple[float, float], r["bytearray_range"])
-        part.rows.append(Row(
-            "allocator (Python)", f"malloc+free {label}", "ns/pair", "Allocator.malloc/free",
-            float(r["membuf_ns"]), mlo, mhi,  # type: ignore[arg-type]
-            "bytearray(n) then drop", float(r["bytearray_ns"]), blo, bhi,  # type: ignore[arg-type]
-            higher_is_better=False, note="1 native call each for malloc and free"))
     return part
 
 
@@ -134,7 +177,6 @@ def _gbs(nbytes: int, seconds: float) -> float:
 
 
 def limits(mode: Mode, prog: Progress) -> Part:
-    from membuf import Allocator
     from membuf._native import lib
 
     part = Part("limits")
@@ -155,10 +197,9 @@ def limits(mode: Mode, prog: Progress) -> Part:
 
     f = interleaved({"call": calls, "empty": empty}, rounds)
     ns = [(c - e) / n * 1e9 for c, e in zip(f["call"].samples, f["empty"].samples, strict=True)]
-    ns_fig = Figure(ns)
-    part.rows.append(Row("limit", "one empty cffi call (mb_alloc_arena_count)", "ns/call",
-                         "cffi API mode", ns_fig.median, ns_fig.lo, ns_fig.hi,
-                         note=f"loop overhead {f['empty'].median / n * 1e9:.1f} ns subtracted"))
+    part.rows.append(Row.of("limit", "one empty cffi call (mb_alloc_arena_count)", "ns/call",
+                            "cffi API mode", Figure(ns),
+                            note=f"loop overhead {f['empty'].median / n * 1e9:.1f} ns subtracted"))
     prog.advance()
     # memcpy: mv[:] = src, in cache and far out of it
     for size, label in ((64 << 10, "64 KiB (in cache)"), (64 << 20, "64 MiB")):
@@ -177,8 +218,8 @@ def limits(mode: Mode, prog: Progress) -> Part:
         gbs = g.scaled(partial(_gbs, size * reps))
         if dst != src:
             raise CheckError("memcpy: destination differs from source")
-        part.rows.append(Row("limit", f"memcpy {label}", "GB/s", "mv[:] = src",
-                             gbs.median, gbs.lo, gbs.hi, note="wall clock"))
+        part.rows.append(Row.of("limit", f"memcpy {label}", "GB/s", "mv[:] = src", gbs,
+                                note="wall clock"))
         prog.advance()
     a.reset()
     return part
@@ -190,12 +231,3 @@ def steps(mode: Mode) -> int:
 
 def measure(mode: Mode, prog: Progress) -> list[Part]:
     return [c_harness(mode, prog), python_alloc(mode, prog), limits(mode, prog)]
-
-
-if __name__ == "__main__":
-    m = Mode(quick="--quick" in sys.argv, check="--check" in sys.argv)
-    with Progress(steps(m)) as p:
-        parts = measure(m, p)
-    for part in parts:
-        for r in part.rows:
-            print(r.group, r.workload, fmt(r.value), r.unit, fmt(r.base_value), r.ratio, r.status)

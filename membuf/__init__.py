@@ -9,6 +9,7 @@ from .errors import MalformedError as MalformedError
 from .errors import MembufError as MembufError
 from .errors import MemoryLimitError as MemoryLimitError
 from .errors import NeedMore as NeedMore
+from .errors import UseAfterFreeError as UseAfterFreeError
 from .memory import Memory as Memory
 from .memory import RecyclableMemory as RecyclableMemory
 from .reader import Reader as Reader
@@ -30,6 +31,7 @@ __all__ = [
     "MalformedError",
     "MembufError",
     "MemoryLimitError",
+    "UseAfterFreeError",
     "Memory",
     "NeedMore",
     "Reader",

@@ -7,8 +7,10 @@ re-exported by ``membuf.stream`` and ``membuf``.
 
 from __future__ import annotations
 
+import errno
 import socket as _stdlib_socket
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -22,7 +24,8 @@ from .reader import Reader
 
 __all__ = ["Frames", "StreamReader", "StreamStats"]
 
-_CLOSED_ERRNOS = {9, 10038}  # EBADF, WSAENOTSOCK: the socket was closed under us
+# the socket was closed under us (WSAENOTSOCK is Windows' name for it)
+_CLOSED_ERRNOS = {errno.EBADF, getattr(errno, "WSAENOTSOCK", 10038)}
 _T = TypeVar("_T")
 _MAX_SEGMENTS = 8   # unconsumed segments before a receive coalesces them (if short)
 
@@ -69,8 +72,10 @@ class StreamReader:
     Reads are atomic and safe to cancel and retry. A read that hits the end of
     the stream part-way raises :class:`~membuf.IncompleteReadError` and consumes
     nothing. Zero-copy results (``read_exactly``, ``read_until``, ``frames``)
-    stay valid until the next read on this reader; ``read_frame`` results are
-    retained and stay valid until recycled.
+    stay valid and unchanged for as long as you hold them, across later reads,
+    idle trims and close: the bytes go back to the allocator when the last view
+    of them is gone (``Allocator.stats().pinned`` counts such bytes meanwhile).
+    ``read_frame`` results are owned: ``recycle`` them when done.
 
     Raises:
         ValueError: a size that cannot work.
@@ -114,16 +119,18 @@ class StreamReader:
         self._copied = 0
         self._retained = 0
         self._compacted = 0
-        self._joined: list[memoryview] = []   # frames split_views joined, freed lazily
-        # Frees whatever is still held if the reader is dropped without aclose.
-        self._finalizer = weakref.finalize(
-            self, _free_segments, self.allocator, self._mem, self._joined
-        )
+        # Receive chunks in order, each with the stream offset where its bytes end; a
+        # chunk is let go (disowned) once every byte of it is consumed, and its memory
+        # returns when the last view of it dies (native/core/chunk.c).
+        self._chunks: deque[tuple[Any, int]] = deque()
+        self._kept = 0               # bytes ever appended to _mem (the end of the last chunk)
+        # A reader dropped without aclose lets go of its chunks all the same.
+        self._finalizer = weakref.finalize(self, _disown_all, self._chunks)
 
     # -- reads ----------------------------------------------------------------
 
     async def read_exactly(self, n: int) -> Memory:
-        """The next ``n`` bytes, zero-copy, as a Memory valid until the next read.
+        """The next ``n`` bytes, zero-copy, as a Memory valid for as long as it is held.
 
         Raises:
             IncompleteReadError: the stream ended first (``partial`` bytes were there).
@@ -151,7 +158,7 @@ class StreamReader:
         r.skip(n)
         frame = RecyclableMemory(self.allocator)
         for piece in r.clip_front():
-            frame.push_owned(piece)
+            frame._hold(piece)
         self._retained += n
         return frame
 
@@ -238,10 +245,8 @@ class StreamReader:
                 are joined into one buffer) instead of Memory frames (``codec.split``).
             batch: yield lists of every frame available at once, instead of one by one.
 
-        Frames stay valid until the iterator is advanced past the batch they
-        came in (Memory frames one by one: until the next receive). Asking for
-        the next batch empties the previous batch's list: its views point into
-        memory that the next receive frees.
+        Frames and batches stay valid and unchanged for as long as you hold
+        them (their bytes are pinned until the last view of them is gone).
 
         Raises (from the iteration):
             IncompleteReadError: the stream ended in the middle of a frame.
@@ -268,7 +273,7 @@ class StreamReader:
             copied=self._copied,
             compacted=self._compacted,
             buffered=len(self._reader),
-            owned=len(self._mem) + sum(map(len, self._joined)),
+            owned=sum(c.nbytes for c, _ in self._chunks),
             retained=self._retained,
             recv_size=self._recv_size,
             eof=self._eof,
@@ -291,7 +296,9 @@ class StreamReader:
         if not self._closed:
             self._closed = True
             self._reader.skip(len(self._reader))  # a read suspended in another task
-            _free_segments(self.allocator, self._mem, self._joined)  # finds nothing
+            self._mem.clear()
+            self._reader._park()
+            _disown_all(self._chunks)             # views the user holds stay valid
             self._mem = Memory()
             self._reader = Reader(self._mem)
             if self._own_allocator and not self.allocator.stats().in_use:
@@ -345,20 +352,23 @@ class StreamReader:
                 )
 
     def _release_consumed(self) -> None:
-        """Free the consumed prefix of the Memory and joined frames (the lazy free)."""
+        """Drop the consumed prefix of the Memory and let go of fully consumed chunks.
+
+        A chunk let go returns its bytes at once when nobody views them, else when
+        the last view dies: the reader never frees memory behind a held view.
+        """
         mem = self._mem
-        if len(mem) != len(self._reader):
-            if len(self._reader):
-                self._reader.clip_front(self.allocator.free)
+        left = len(self._reader)
+        if len(mem) != left:
+            if left:
+                self._reader.clip_front()
             else:                     # all consumed (the common case): no clipping to do
-                free = self.allocator.free
-                for seg in mem:
-                    free(seg)
                 mem.clear()
-        if self._joined:
-            for view in self._joined:
-                self.allocator.free(view)
-            self._joined.clear()
+                self._reader._park()  # drop its view of the last segment too
+        chunks = self._chunks
+        consumed = self._kept - left
+        while chunks and chunks[0][1] <= consumed:
+            chunks.popleft()[0].disown()
 
     async def _receive(self, needed: int = 1) -> bool:
         """Receive at least one more byte; False at end of stream.
@@ -419,14 +429,20 @@ class StreamReader:
             self._recv_size = max(recv_size >> 1, self.chunk_size)
         return True
 
-    def _keep(self, chunk: memoryview, carry: int, n: int) -> None:
-        """Append ``chunk[:carry + n]``: the carried bytes first move into its head."""
-        alloc = self.allocator
+    def _keep(self, chunk: Any, view: memoryview, carry: int, n: int) -> None:
+        """Append ``view[:carry + n]``: the carried bytes first move into its head.
+
+        ``chunk`` gives its unused tail back now; nobody has seen that part.
+        """
         if carry:
-            self._reader.read_into(chunk[:carry])   # consumes the partial frame...
-            self._release_consumed()                # ...and frees where it was
+            self._reader.read_into(view[:carry])    # consumes the partial frame...
+            self._release_consumed()                # ...and lets go of where it was
             self._compacted += carry
-        self._mem.push(alloc.free_rest(chunk, carry + n))
+        size = carry + n
+        chunk.shrink(size)
+        self._mem.push(view[:size])
+        self._kept += size
+        self._chunks.append((chunk, self._kept))
 
     async def _recv_socket(self, raw: _stdlib_socket.socket, size: int, carry: int) -> int:
         """recv_into a fresh chunk with trio's semantics; keep what arrived.
@@ -435,29 +451,26 @@ class StreamReader:
         between its success and the bytes being appended.
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        alloc = self.allocator
+        new_chunk = self.allocator._auto_chunk
         waited = False
         while True:
-            chunk = alloc.malloc(carry + size)
+            # An auto chunk gives its bytes back when dropped: every path out of this
+            # loop that does not keep it frees it (an idle reader holds no chunk).
+            chunk = new_chunk(carry + size)
+            view = memoryview(chunk)
             try:
-                n = raw.recv_into(chunk[carry:] if carry else chunk, size)
+                n = raw.recv_into(view[carry:] if carry else view, size)
             except BlockingIOError:
-                alloc.free(chunk)  # an idle reader holds no chunk
+                del view, chunk
                 await self._wait_readable(raw)
                 waited = True
                 continue
             except OSError as exc:
-                alloc.free(chunk)
                 raise _stream_error(exc) from None
-            except BaseException:
-                alloc.free(chunk)
-                raise
             break
         if n:
-            self._keep(chunk, carry, n)
+            self._keep(chunk, view, carry, n)
             self._trimmed = False
-        else:
-            alloc.free(chunk)
         if not waited:
             await trio.lowlevel.cancel_shielded_checkpoint()
         return n
@@ -476,9 +489,10 @@ class StreamReader:
         data = await self.stream.receive_some(size)
         n = len(data)
         if n:
-            chunk = self.allocator.malloc(carry + n)
-            chunk[carry:] = data
-            self._keep(chunk, carry, n)
+            chunk = self.allocator._auto_chunk(carry + n)
+            view = memoryview(chunk)
+            view[carry:] = data
+            self._keep(chunk, view, carry, n)
             self._copied += n
         return n
 
@@ -510,10 +524,9 @@ class Frames(Generic[_T]):
                 if i < len(pending):
                     self._next = i + 1
                     return pending[i]
-            # The last batch's views point into memory the next receive frees: empty
-            # the list now, so they cannot be used after that (and thousands of views
-            # do not stay alive across an await, where the GC would keep scanning them).
-            pending.clear()
+            # Forget the last batch (the caller may keep it: its views stay valid),
+            # so this iterator does not hold thousands of views across an await.
+            self._pending = []
         rx = self._rx
         r = rx._reader
         split = self._split
@@ -549,22 +562,16 @@ def _stream_error(exc: OSError) -> Exception:
     return trio.BrokenResourceError(f"socket connection broken: {exc}")
 
 
-def _free_segments(allocator: Allocator, mem: Memory, joined: list[memoryview]) -> None:
-    """Free every segment of ``mem`` and every joined frame (all malloc'd from
-    ``allocator``), then clear both."""
-    free = allocator.free
-    for seg in mem:
-        if len(seg):
-            free(seg)
-    mem.clear()
-    for view in joined:
-        free(view)
-    joined.clear()
+def _disown_all(chunks: deque[tuple[Any, int]]) -> None:
+    """Let go of every chunk: each returns its bytes when its last view is gone."""
+    while chunks:
+        chunks.popleft()[0].disown()
 
 
 class _JoinAllocator:
-    """What ``split_views`` mallocs a joined frame from: the reader's allocator,
-    remembering each buffer so the reader frees it at its next read."""
+    """What ``split_views`` mallocs a joined frame from: a chunk of the reader's
+    allocator that the reader lets go of at once, so it returns when the frame's
+    last view is gone."""
 
     __slots__ = ("_rx",)
 
@@ -572,6 +579,6 @@ class _JoinAllocator:
         self._rx = rx
 
     def malloc(self, n: int) -> memoryview:
-        view = self._rx.allocator.malloc(n)
-        self._rx._joined.append(view)
-        return view
+        chunk = self._rx.allocator._auto_chunk(n)
+        chunk.disown()
+        return memoryview(chunk)

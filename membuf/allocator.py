@@ -1,11 +1,15 @@
 """Allocator: native memory handed out as writable memoryviews, freed by range.
 
-Strategy. The C core (``native/alloc.c``) returns ``(arena id << 40) | offset``
-from one call; this side keeps one memoryview per arena, made once, and
-answers ``malloc`` with a slice of it, so a malloc is one native call plus one
-slice and no cffi buffer object. ``free`` hands the view's address and length
-back in one call: the free-range index decides whether the range may be freed
-(double, overlapping and foreign frees are refused there, state unchanged).
+Strategy. The native allocator (``native/alloc.c``) lives inside a
+``membuf._core.Heap``, a C object that owns it. ``malloc`` is the Heap's C
+method itself (no Python frame): one call carves the bytes and wraps them in a
+*chunk*, a buffer exporter that holds a reference to its arena's mapping, and
+returns a memoryview of it. So a view keeps its memory mapped, whatever
+happens to the allocator (trim, reset, being dropped). ``free`` hands the
+view's bytes back in one C call: the free-range index decides whether the
+range may be freed (double, overlapping and foreign frees are refused there,
+state unchanged). The rarer calls (stats detail, trim, reset, batch free) go
+through cffi on the Heap's handle.
 
 >>> with Allocator() as a:
 ...     mv = a.malloc(100)
@@ -14,9 +18,10 @@ back in one call: the free-range index decides whether the range may be freed
 ...     bytes(head), a.stats().in_use
 (b'hello', 5)
 
-Safety contract: a view into memory that was freed, trimmed or reset is a
-dangling pointer, as in C; membuf frees only when you call ``free``,
-``free_rest``, ``recycle``, ``reset`` or when a RecyclableMemory is collected.
+Safety contract (docs/safety.md): no view ever points into unmapped memory.
+Freeing is explicit, as in C: after ``free``, ``free_rest``, ``recycle`` or
+``reset`` a view you kept may show bytes that were handed out again (stale
+data, never a crash); debug mode detects writes into freed bytes.
 """
 
 from __future__ import annotations
@@ -27,20 +32,19 @@ import weakref
 from dataclasses import dataclass, fields
 from typing import Any
 
+from . import _core
 from ._native import ffi, lib
 from .debug import DebugTracker, Leak
 from .errors import FreeError, MemoryLimitError
 
+_core._bind(int(ffi.cast("uintptr_t", lib.mb_core_api_table())), FreeError, MemoryLimitError)
+
 __all__ = ["Allocator", "AllocatorStats"]
 
-_ID_SHIFT: int = lib.MB_ID_SHIFT
-_OFF_MASK: int = (1 << _ID_SHIFT) - 1
 _STRATEGIES = {"first-fit": lib.MB_FIRST_FIT, "best-fit": lib.MB_BEST_FIT}
-_EMPTY = memoryview(bytearray())
-# bound once: a module-global lookup is cheaper than lib.<attr> on the hot path
-_native_malloc = lib.mb_alloc_malloc
-_native_free = lib.mb_alloc_free
 _from_buffer = ffi.from_buffer
+# free() result codes beyond the native ones (native/core/heap.c)
+_ENOTBUFFER, _ENOTCONTIG, _ERELEASED, _EAUTO = -100, -101, -102, -103
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,10 @@ class AllocatorStats:
 
     ``reserved`` bytes are mapped in arenas; ``in_use`` = bytes malloc'd minus
     bytes freed (``borrow`` does not count); ``free = reserved - in_use``;
-    ``largest_free`` is the largest request that fits without growing.
+    ``largest_free`` is the largest request that fits without growing;
+    ``pinned`` bytes (a part of ``in_use``) were let go by the stream layer
+    but are still viewed: they return to the allocator when the last view of
+    them is gone.
     """
 
     reserved: int
@@ -61,6 +68,7 @@ class AllocatorStats:
     mallocs: int
     frees: int
     failed: int
+    pinned: int
 
 
 STAT_FIELDS = tuple(f.name for f in fields(AllocatorStats))
@@ -78,7 +86,7 @@ def _fmt(n: int) -> str:
 
 
 class Allocator:
-    """A native memory allocator with partial free (DESIGN.md section 2).
+    """A native memory allocator with partial free (docs/design.md §2).
 
     Args:
         arena_size: size of the first arena; later ones double.
@@ -115,21 +123,21 @@ class Allocator:
         self.strategy = strategy
         self.max_bytes = max_bytes
         self.debug = debug or os.environ.get("MEMBUF_DEBUG", "") not in ("", "0")
-        handle = lib.mb_alloc_new(
+        # The Heap owns the native allocator; every cffi call below uses its handle,
+        # which is valid for as long as this object holds the Heap.
+        self._heap = _core.Heap(
             arena_size, max_arena_size, max_bytes or 0, _STRATEGIES[strategy], int(hugepages),
             int.from_bytes(os.urandom(4), "little"),
         )
-        if handle == ffi.NULL:
-            raise MemoryError("could not create the native allocator")
-        self._h = ffi.gc(handle, lib.mb_alloc_delete)
-        self._views: dict[int, memoryview] = {}   # arena id -> view of the whole arena
-        self._bases: dict[int, int] = {}          # arena id -> base address
-        self._scratch: memoryview = _EMPTY
-        self._stats = ffi.new("mb_stats *")
-        self._lock = threading.Lock()             # guards the view cache, not native state
+        self._h = ffi.cast("mb_alloc *", self._heap.handle)
+        self._scratch = memoryview(bytearray())
         self._debug: DebugTracker | None = None
         self._epoch = 0        # bumped by reset(): owners of older ranges must not free them
         LIVE_ALLOCATORS.add(self)
+        # The hot calls are the Heap's C methods, bound on the instance: no Python frame.
+        self.malloc = self._heap.malloc                 # type: ignore[method-assign]
+        self._malloc_addr = self._heap.malloc_addr      # type: ignore[method-assign]
+        self._free_code = self._heap.free
         if self.debug:
             self._debug = DebugTracker()
             self._debug_lock = threading.RLock()
@@ -143,23 +151,17 @@ class Allocator:
     def malloc(self, n: int) -> memoryview:
         """Return a writable memoryview of ``n`` fresh native bytes (not zeroed).
 
-        ``n == 0`` gives an empty view and touches nothing.
+        ``n == 0`` gives an empty view and touches nothing. The view keeps its
+        memory mapped for as long as it lives (the bytes stay allocated until
+        you free them).
 
         Raises:
-            MemoryLimitError: growing would pass ``max_bytes``, or the OS refused.
+            MemoryLimitError: growing would pass ``max_bytes``, the OS refused, or
+                ``n`` is larger than any allocator can hold.
             ValueError: ``n`` is negative.
+            TypeError: ``n`` is not an int (``bool`` included).
         """
-        try:
-            r = _native_malloc(self._h, n)
-        except (OverflowError, TypeError):
-            raise _bad_size("malloc", n) from None
-        if r < 0:
-            return self._malloc_failed(n, r)
-        off = r & _OFF_MASK
-        try:
-            return self._views[r >> _ID_SHIFT][off : off + n]
-        except KeyError:
-            return self._arena_view(r >> _ID_SHIFT)[off : off + n]
+        return self._heap.malloc(n)   # the instance attribute set in __init__ skips this frame
 
     def free(self, mv: Any) -> None:
         """Give back exactly the bytes ``mv`` covers (all or part of an allocation).
@@ -168,15 +170,8 @@ class Allocator:
             FreeError: the bytes are not all allocated from this allocator (double,
                 overlapping or foreign free), or ``mv`` is not contiguous. Nothing changes.
         """
-        try:
-            p = _from_buffer(mv)
-        except (TypeError, BufferError, ValueError) as exc:
-            raise FreeError(f"free needs a contiguous buffer, got {_describe(mv)}: {exc}") from None
-        r = _native_free(self._h, p, len(p))
-        if r:
-            # Release the buffer export before raising: a caught error's traceback can end
-            # up in a reference cycle, and the GC must not clear mv while p still exports it.
-            del p
+        r = self._free_code(mv)
+        if r < 0:
             self._after_free(r, mv)
 
     # -- the rest of the API --------------------------------------------------
@@ -195,19 +190,20 @@ class Allocator:
         return mv[:k]
 
     def borrow(self, n: int) -> memoryview:
-        """Scratch space of ``n`` bytes, valid until the next ``malloc`` or ``borrow``.
+        """Scratch space of ``n`` bytes, reused by the next ``borrow``.
 
-        Not allocated (stats do not count it) and never to be freed.
+        Not allocated (stats do not count it) and never to be freed. A bigger
+        request gets a new scratch buffer; views of the old one keep it alive,
+        so a kept view never dangles (it may see a later borrower's bytes).
         """
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"borrow size must be an int, got {type(n).__name__}")
         if n < 0:
             raise ValueError(f"borrow size must be >= 0, got {n}")
-        if n > len(self._scratch):
-            cap = ffi.new("size_t *")
-            p = lib.mb_alloc_borrow(self._h, n, cap)
-            if p == ffi.NULL:
-                raise MemoryLimitError(f"could not get {n} bytes of scratch memory")
-            self._scratch = memoryview(ffi.buffer(p, cap[0]))
-        return self._scratch[:n]
+        scratch = self._scratch
+        if n > len(scratch):
+            scratch = self._scratch = memoryview(bytearray(max(n, 2 * len(scratch))))
+        return scratch[:n]
 
     def owns(self, mv: Any) -> bool:
         """True when every byte of ``mv`` is currently allocated from this allocator."""
@@ -222,17 +218,18 @@ class Allocator:
         return True
 
     def stats(self) -> AllocatorStats:
-        """Exact counters (one native call)."""
-        s = self._stats
-        lib.mb_alloc_stats(self._h, s)
+        """Exact counters: one consistent snapshot (one native call, safe from any thread)."""
+        values = self._heap.stats()
         if self._debug is not None and self._debug.quarantined:
             # quarantined bytes are freed as far as the user is concerned
-            q = self._debug.quarantined
-            values = {name: getattr(s, name) for name in STAT_FIELDS}
-            values["in_use"] -= q
-            values["frees"] += len(self._debug._quarantine)
-            return AllocatorStats(**values)
-        return AllocatorStats(*(getattr(s, name) for name in STAT_FIELDS))
+            with self._debug_lock:
+                q, ranges = self._debug.quarantined, len(self._debug._quarantine)
+            fixed = dict(zip(STAT_FIELDS, values, strict=True))
+            fixed["in_use"] -= q
+            fixed["free"] += q
+            fixed["frees"] += ranges
+            return AllocatorStats(**fixed)
+        return AllocatorStats(*values)
 
     def leaks(self) -> list[Leak]:
         """Every live allocated range with the stack that made it (debug mode only).
@@ -250,24 +247,36 @@ class Allocator:
         if self._debug is not None:
             with self._debug_lock:
                 self._native_free_pairs(self._debug.drain())
-        released = int(lib.mb_alloc_trim(self._h))
-        if released:
-            self._sync_views()
-        return released
+        return int(lib.mb_alloc_trim(self._h))
 
     def reset(self) -> None:
-        """Forget every allocation and unmap every arena: all views become dangling."""
+        """Forget every allocation and release every arena.
+
+        Views you still hold stay mapped (their arenas are unmapped when the
+        last of them goes) but the bytes are no longer allocated: as after a
+        free, what they show later is unspecified.
+        """
         if self._debug is not None:
-            self._debug.clear()
+            with self._debug_lock:
+                self._debug.clear()
         self._epoch += 1
         lib.mb_alloc_reset(self._h)
-        self._sync_views()
 
     def check(self) -> None:
-        """Walk every native invariant; raise AssertionError naming a broken one (for tests)."""
+        """Walk every native invariant; raise AssertionError naming a broken one (for tests).
+
+        In debug mode it first checks the poison of every quarantined range.
+
+        Raises:
+            UseAfterFreeError: (debug mode) freed bytes were written to.
+        """
+        if self._debug is not None:
+            with self._debug_lock:
+                self._debug.check_poison()
         code = lib.mb_alloc_check(self._h)
         if code:
-            raise AssertionError(f"allocator invariant {code} broken (see native/*.c checks)")
+            name = ffi.string(lib.mb_check_name(code)).decode()
+            raise AssertionError(f"allocator invariant {code} broken: {name}")
 
     def __enter__(self) -> Allocator:
         return self
@@ -285,24 +294,17 @@ class Allocator:
     # -- internals ------------------------------------------------------------
 
     def _malloc_addr(self, n: int) -> tuple[memoryview, int]:
-        """malloc that also returns the address, for owners that free in batches.
+        """malloc that also returns the address, for owners that free in batches."""
+        return self._heap.malloc_addr(n)   # shadowed in __init__ by the C method itself
 
-        Repeats malloc's body on purpose: calling malloc from here would add a Python
-        call to every RecyclableMemory.next_n.
+    def _auto_chunk(self, n: int) -> Any:
+        """n bytes as a chunk that gives them back when it and its views are gone.
+
+        For the stream layer, which frees on the user's behalf: it ``disown()``s the
+        chunk when done with it, and the bytes stay allocated (``pinned``) while any
+        view of them lives. ``free`` refuses such bytes.
         """
-        try:
-            r = lib.mb_alloc_malloc(self._h, n)
-        except (OverflowError, TypeError):
-            raise _bad_size("malloc", n) from None
-        if r < 0:
-            return self._malloc_failed(n, r), 0
-        aid = r >> _ID_SHIFT
-        try:
-            view = self._views[aid]
-        except KeyError:
-            view = self._arena_view(aid)
-        off = r & _OFF_MASK
-        return view[off : off + n], self._bases[aid] + off
+        return self._heap.auto_chunk(n)
 
     def _free_batch(self, pairs: list[int]) -> None:
         """Free many ranges in one native call; ``pairs`` is addr0, len0, addr1, len1, ...
@@ -336,19 +338,25 @@ class Allocator:
         return mv, address
 
     def _debug_free(self, mv: Any) -> None:
-        try:
-            p = _from_buffer(mv, require_writable=True)
-        except (TypeError, BufferError, ValueError) as exc:
-            raise FreeError(f"free needs a contiguous buffer, got {_describe(mv)}: {exc}") from None
-        n, address = len(p), int(ffi.cast("uintptr_t", p))
-        del p                              # no buffer export may outlive this line (see free)
+        refused = _core.free_refusal(mv)     # what the normal path refuses, refused alike
+        if refused:
+            self._after_free(refused, mv)
+        n, address = _core.extent(mv)
         if not n:
             return
         assert self._debug is not None
         with self._debug_lock:
             self._debug_check(address, n)
             view = memoryview(ffi.buffer(ffi.cast("char *", address), n))
-            self._native_free_pairs(self._debug.on_free(address, view))
+            self._evicted(self._debug.on_free(address, view))
+
+    def _evicted(self, ranges: list[tuple[int, int]]) -> None:
+        """Free what left quarantine, then report a write into it (use after free)."""
+        assert self._debug is not None
+        corrupt = self._debug.take_corrupt()
+        self._native_free_pairs(ranges)
+        if corrupt is not None:
+            raise corrupt
 
     def _debug_check(self, address: int, n: int) -> None:
         assert self._debug is not None
@@ -360,7 +368,7 @@ class Allocator:
             )
         if not self._debug.covered(address, n):
             # not live: let the native index name the problem (foreign, double, overlap)
-            r = _native_free(self._h, ffi.cast("char *", address), n)
+            r = lib.mb_alloc_free(self._h, ffi.cast("char *", address), n)
             if r < 0:
                 self._after_free(r, None)
             raise AssertionError("debug records and the native index disagree")  # pragma: no cover
@@ -372,61 +380,30 @@ class Allocator:
             for address, n in ranges:          # all or nothing: check everything first
                 if n:
                     self._debug_check(address, n)
+            evicted = []
             for address, n in ranges:
                 if n:
                     view = memoryview(ffi.buffer(ffi.cast("char *", address), n))
-                    self._native_free_pairs(self._debug.on_free(address, view))
+                    evicted += self._debug.on_free(address, view)
+            self._evicted(evicted)
 
     def _native_free_pairs(self, ranges: list[tuple[int, int]]) -> None:
         if ranges:
             self._native_free_flat([x for r in ranges for x in r])
 
-    def _malloc_failed(self, n: int, code: int) -> memoryview:
-        if n == 0:
-            return memoryview(bytearray())
-        s = self.stats()
-        if code == lib.MB_ELIMIT:
-            limit = f"max_bytes={self.max_bytes}" if self.max_bytes else "the 1 TiB request limit"
-            raise MemoryLimitError(
-                f"malloc({n}) would pass {limit}: {s.reserved} bytes reserved, "
-                f"{s.in_use} in use, largest free range {s.largest_free}; free or trim first"
-            )
-        raise MemoryLimitError(
-            f"malloc({n}) failed: the OS refused more memory ({s.reserved} bytes reserved)"
-        )
-
-    def _arena_view(self, aid: int) -> memoryview:
-        self._sync_views()
-        return self._views[aid]
-
-    def _sync_views(self) -> None:
-        """Make the view cache match the native arena table (after growth or release).
-
-        The table is read in one native call, and rebuilds are serialised, so the
-        last cache written is the newest: a thread that just got bytes in a new arena
-        always finds it after its own rebuild.
-        """
-        with self._lock:
-            cap = 16
-            while True:
-                table = ffi.new("uint64_t[]", 3 * cap)
-                n = lib.mb_alloc_arena_table(self._h, table, cap)
-                if n <= cap:
-                    break
-                cap = n
-            triples = ffi.unpack(table, 3 * n)
-            live = {triples[i]: (triples[i + 1], triples[i + 2]) for i in range(0, 3 * n, 3)}
-            old = self._views
-            self._views = {
-                aid: old[aid] if aid in old else memoryview(ffi.buffer(ffi.cast("char *", base), size))
-                for aid, (base, size) in live.items()
-            }
-            self._bases = {aid: base for aid, (base, _) in live.items()}
-
     def _after_free(self, r: int, mv: Any) -> None:
-        if r > 0:                 # arenas were released: drop their views
-            self._sync_views()
+        """Raise the FreeError (or MemoryLimitError) for a refused free's result code."""
+        if r >= 0:
             return
+        if r in (_ENOTBUFFER, _ENOTCONTIG):
+            raise FreeError(f"free needs a contiguous bytes-like view, got {_describe(mv)}")
+        if r == _ERELEASED:
+            raise FreeError("free of a released memoryview: it no longer says which bytes it covered")
+        if r == _EAUTO:
+            raise FreeError(
+                f"free of {len(mv)} bytes that a StreamReader owns (a frame or a read result): "
+                "they go back on their own when the last view of them is gone; just drop the view"
+            )
         rep = ffi.new("mb_free_report *")
         lib.mb_alloc_last_free_report(self._h, rep)
         where = f"{rep.len} bytes at {rep.addr:#x}"
@@ -438,6 +415,11 @@ class Allocator:
                 + (f" (it runs past the end of arena {rep.arena_id})" if rep.arena_size else "")
                 + "; free views only to the allocator that made them"
             )
+        if r == lib.MB_EDOUBLE and rep.dup_index >= 0:
+            raise FreeError(
+                f"free of {where}: it overlaps item {rep.dup_index} of the same batch "
+                "(the batch frees some bytes twice); nothing was freed"
+            )
         if r == lib.MB_EDOUBLE:
             off = rep.free_start - rep.arena_base
             raise FreeError(
@@ -445,14 +427,6 @@ class Allocator:
                 "are already free (double or overlapping free); nothing was freed"
             )
         raise MemoryLimitError(f"free of {where} needed bookkeeping memory the OS refused")
-
-
-def _bad_size(what: str, n: Any) -> Exception:
-    if isinstance(n, int) and n < 0:
-        return ValueError(f"{what} size must be >= 0, got {n}")
-    if isinstance(n, int):
-        return MemoryLimitError(f"{what}({n}): no allocator can hold {n} bytes (limit 1 TiB)")
-    return TypeError(f"{what} size must be an int, got {type(n).__name__}")
 
 
 def _describe(obj: Any) -> str:

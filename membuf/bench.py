@@ -1,9 +1,9 @@
 """``python -m membuf bench``: run the benchmark suite of a membuf checkout.
 
 The benchmarks are a checkout-only tool (they need the C harness, the
-baselines' packages and a sender script), so this module only finds the
-repository's ``benchmarks/`` directory next to the package and hands over to
-``benchmarks/suite_main.py``. Options: ``python -m membuf bench --help``.
+baselines' packages and a separate sender process), so this module only finds
+the repository's ``benchmarks/`` directory next to the package and hands over
+to ``benchmarks/suite_main.py``. Options: ``python -m membuf bench --help``.
 """
 
 from __future__ import annotations

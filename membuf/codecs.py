@@ -11,7 +11,7 @@ prefix, body or delimiter straddles two or more segments takes the Python
 slow path (the Reader's own atomic reads); there is at most one such frame
 per segment boundary.
 
-Contract (DESIGN.md section 5): only complete frames are returned; a partial
+Contract (docs/design.md §5): only complete frames are returned; a partial
 frame is left unread. A frame over ``max_frame`` (or a malformed LEB128
 prefix) raises ``MalformedError`` with the reader left at the start of that
 frame; if complete frames came before it in the same call, they are returned
@@ -75,7 +75,6 @@ class Framer:
             raise ValueError(f"max_frame must be an int >= 0, got {max_frame!r}")
         self.max_frame = max_frame
         self.joined = 0
-        self._stuck: tuple[memoryview, int] | None = None   # an incomplete frame already scanned
 
     def _slow_frame(self, reader: Reader) -> list[memoryview]:
         """Consume one frame that spans segments; return its body views.
@@ -94,8 +93,11 @@ class Framer:
         delim, dlen, max_frame = self._delim, len(self._delim), self.max_frame
         while reader._pos < reader._end or reader._settle():
             cur, pos, end = reader._cur, reader._pos, reader._end
-            stuck = self._stuck
-            if stuck is not None and stuck[0] is cur and stuck[1] == pos:
+            # The reader remembers (codec, segment, offset) of an incomplete frame this
+            # codec already scanned, so a retry after each receive does not rescan it.
+            # It lives on the reader (per connection) and never outlives its cursor.
+            stuck = reader._split_memo
+            if stuck is not None and stuck[0] is self and stuck[1] is cur and stuck[2] == pos:
                 stop = pos                   # scanned last call: an incomplete frame starts here
             else:
                 k = _scan(_from_buffer(cur), pos, end, kind, delim, dlen, max_frame, offs, _CAP, state)
@@ -113,9 +115,9 @@ class Framer:
                     if out:
                         break                # return what came before; the next call raises
                     self._malformed(reader)
-            self._stuck = None
+            reader._split_memo = None
             if len(reader) == end - stop:
-                self._stuck = (cur, stop)    # an incomplete frame and nothing after it yet
+                reader._split_memo = (self, cur, stop)   # an incomplete frame, nothing after it
                 break
             st = reader._save()
             try:

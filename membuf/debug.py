@@ -11,7 +11,10 @@ free through a :class:`DebugTracker`:
   use-after-free reads poison rather than someone else's new data, and a second
   free of it is refused with a message that says it is in quarantine;
 - every live range remembers the stack that allocated it, so ``leaks()`` can
-  say where each unfreed byte came from (Netty's leak detector, in Python terms).
+  say where each unfreed byte came from (Netty's leak detector, in Python terms);
+- a quarantined range remembers where it was allocated and freed, and its
+  poison is checked when it leaves quarantine and on ``check()``: a write into
+  freed bytes becomes a :class:`~membuf.UseAfterFreeError` naming both places.
 
 Costs (measured in docs/reliability.md): a walk of up to ``stack_depth`` frames per
 malloc (text is made only by ``leaks()``) and a bisect per free; only debug
@@ -27,7 +30,11 @@ from collections import deque
 from dataclasses import dataclass
 from types import CodeType, FrameType
 
+from .errors import UseAfterFreeError
+
 __all__ = ["DebugTracker", "Leak"]
+
+Stack = tuple[tuple[CodeType, int], ...]   # (code, line) pairs, innermost first
 
 POISON_FRESH = 0xCD
 POISON_FREED = 0xDD
@@ -55,7 +62,10 @@ class DebugTracker:
         self.stack_depth = stack_depth
         self._starts: list[int] = []                       # sorted starts of live ranges
         self._live: dict[int, tuple[int, tuple[tuple[CodeType, int], ...]]] = {}
-        self._quarantine: deque[tuple[int, int]] = deque()  # (address, length), oldest first
+        # (address, length), oldest first; _q_info has each one's view and stacks
+        self._quarantine: deque[tuple[int, int]] = deque()
+        self._q_info: dict[int, tuple[memoryview, Stack, Stack]] = {}
+        self._corrupt: UseAfterFreeError | None = None     # found on eviction, not yet raised
         self._q_starts: list[int] = []                     # sorted, for overlap checks
         self._q_len: dict[int, int] = {}
         self.quarantined = 0                               # bytes waiting in quarantine
@@ -69,13 +79,16 @@ class DebugTracker:
         which is what keeps the per-malloc cost low.
         """
         view[:] = bytes([POISON_FRESH]) * len(view)
-        frame: FrameType | None = sys._getframe(internal_frames)
+        bisect.insort(self._starts, address)
+        self._live[address] = (len(view), self._stack(internal_frames + 1))
+
+    def _stack(self, skip: int) -> Stack:
+        frame: FrameType | None = sys._getframe(skip)
         stack: list[tuple[CodeType, int]] = []
         while frame is not None and len(stack) < self.stack_depth:
             stack.append((frame.f_code, frame.f_lineno))
             frame = frame.f_back
-        bisect.insort(self._starts, address)
-        self._live[address] = (len(view), tuple(stack))
+        return tuple(stack)
 
     # -- free --------------------------------------------------------------
 
@@ -105,9 +118,10 @@ class DebugTracker:
     def on_free(self, address: int, view: memoryview) -> list[tuple[int, int]]:
         """Record a legal free: poison it, quarantine it; return ranges leaving quarantine."""
         n = len(view)
-        self._forget(address, n)
+        allocated_at = self._forget(address, n)
         view[:] = bytes([POISON_FREED]) * n
         self._quarantine.append((address, n))
+        self._q_info[address] = (view, allocated_at, self._stack(3))
         bisect.insort(self._q_starts, address)
         self._q_len[address] = n
         self.quarantined += n
@@ -121,23 +135,66 @@ class DebugTracker:
         """Empty the quarantine; the caller frees what comes back."""
         return [self._evict() for _ in range(len(self._quarantine))]
 
+    def take_corrupt(self) -> UseAfterFreeError | None:
+        """The use-after-free found when ranges left quarantine, once."""
+        found, self._corrupt = self._corrupt, None
+        return found
+
+    def check_poison(self) -> None:
+        """Check every quarantined range's poison.
+
+        Raises:
+            UseAfterFreeError: the first range written to since its free (it is
+                poisoned again, so it is reported once).
+        """
+        found = self.take_corrupt()
+        if found is not None:
+            raise found
+        for address, _ in self._quarantine:
+            found = self._poison_broken(address)
+            if found is not None:
+                view = self._q_info[address][0]
+                view[:] = bytes([POISON_FREED]) * len(view)
+                raise found
+
+    def _poison_broken(self, address: int) -> UseAfterFreeError | None:
+        view, allocated_at, freed_at = self._q_info[address]
+        n = len(view)
+        data = view.tobytes()
+        if data.count(POISON_FREED) == n:
+            return None
+        first = next(i for i, b in enumerate(data) if b != POISON_FREED)
+        return UseAfterFreeError(
+            f"use after free: {n} bytes at {address:#x} were written after they were freed "
+            f"(first changed byte at offset {first}).\nAllocated at:\n{_format(allocated_at)}"
+            f"Freed at:\n{_format(freed_at)}",
+            address,
+            n,
+        )
+
     def clear(self) -> None:
         self.__init__(self.quarantine_bytes, self.quarantine_ranges, self.stack_depth)  # type: ignore[misc]
 
     def _evict(self) -> tuple[int, int]:
         address, n = self._quarantine.popleft()
+        if self._corrupt is None:
+            self._corrupt = self._poison_broken(address)
+        del self._q_info[address]
         del self._q_starts[bisect.bisect_left(self._q_starts, address)]
         del self._q_len[address]
         self.quarantined -= n
         return address, n
 
-    def _forget(self, address: int, n: int) -> None:
-        """Cut [address, address+n) out of the live records (it is covered)."""
+    def _forget(self, address: int, n: int) -> Stack:
+        """Cut [address, address+n) out of the live records (it is covered); return the
+        stack that allocated its first byte."""
         end = address + n
+        first: Stack = ()
         i = bisect.bisect_right(self._starts, address) - 1
         while i < len(self._starts) and self._starts[i] < end:
             start = self._starts[i]
             length, stack = self._live.pop(start)
+            first = first or stack
             del self._starts[i]
             if start < address:                               # keep the head
                 self._live[start] = (address - start, stack)
@@ -147,6 +204,7 @@ class DebugTracker:
                 self._live[end] = (start + length - end, stack)
                 self._starts.insert(i, end)
                 i += 1
+        return first
 
     # -- reports -----------------------------------------------------------
 
@@ -156,7 +214,7 @@ class DebugTracker:
         ]
 
 
-def _format(stack: tuple[tuple[CodeType, int], ...]) -> str:
+def _format(stack: Stack) -> str:
     """Innermost-last text of a remembered stack, like a traceback."""
     summary = traceback.StackSummary.from_list(
         [(code.co_filename, line, code.co_name, None) for code, line in reversed(stack)]

@@ -1,4 +1,4 @@
-"""The exceptions membuf raises (DESIGN.md section 7).
+"""The exceptions membuf raises (docs/design.md §7).
 
 Every error subclasses :class:`MembufError` and also the builtin a caller would
 naturally catch (``EOFError``, ``ValueError``, ``MemoryError``), so code that
@@ -15,6 +15,7 @@ __all__ = [
     "MalformedError",
     "FreeError",
     "MemoryLimitError",
+    "UseAfterFreeError",
 ]
 
 
@@ -57,3 +58,17 @@ class FreeError(MembufError, ValueError):
 
 class MemoryLimitError(MembufError, MemoryError):
     """The allocator cannot reserve more native memory (``max_bytes`` or the OS said no)."""
+
+
+class UseAfterFreeError(MembufError):
+    """(Debug mode) bytes were written after they were freed.
+
+    Raised when a quarantined range is checked, on leaving quarantine or by
+    ``Allocator.check()``. ``address`` and ``size`` name the range; the
+    message carries where it was allocated and where it was freed.
+    """
+
+    def __init__(self, message: str, address: int = 0, size: int = 0) -> None:
+        super().__init__(message)
+        self.address = address
+        self.size = size

@@ -40,6 +40,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import _core
 from ._native import ffi, lib
 from .errors import FreeError
 
@@ -52,8 +53,11 @@ __all__ = ["Memory", "RecyclableMemory"]
 _SMALL_FIND = 512          # segments up to this size are searched with bytes.find
 _find_native = lib.mb_scan_find
 _from_buffer = ffi.from_buffer
+_EAUTO = -103            # _core.free_refusal: bytes a stream chunk gives back on its own
+_HELD = -2               # RecyclableMemory._own: a view of such bytes, let go by recycle
 
-_IOV_MAX: int = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+# The most segments one gather write (writev/sendmsg) takes: the OS limit, at most 1024.
+IOV_MAX: int = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
 
 
 def as_view(obj: Any) -> memoryview:
@@ -252,7 +256,7 @@ class Memory:
         i = 0
         while i < len(pending):
             try:
-                sent = send(pending[i : i + _IOV_MAX])
+                sent = send(pending[i : i + IOV_MAX])
             except InterruptedError:
                 continue
             except BlockingIOError as exc:
@@ -355,7 +359,11 @@ def _same_content(a: Iterable[memoryview], b: Iterable[memoryview]) -> bool:
 
 
 def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str | None) -> None:
-    """Finalizer of a RecyclableMemory collected without ``recycle``."""
+    """Finalizer of a RecyclableMemory collected without ``recycle``.
+
+    It never raises: a range that the allocator refuses was freed elsewhere (the
+    user heard of it from the recycle() that failed), so it is skipped.
+    """
     live = _live_pairs(pairs, epoch, allocator)
     pairs.clear()
     if not live:
@@ -367,7 +375,14 @@ def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str 
             ResourceWarning,
             stacklevel=2,
         )
-    allocator._free_batch(live)
+    try:
+        allocator._free_batch(live)
+    except FreeError:
+        for i in range(0, len(live), 2):
+            try:
+                allocator._free_batch(live[i : i + 2])
+            except FreeError:
+                pass
 
 
 def _live_pairs(pairs: list[int], epoch: list[int], allocator: Any) -> list[int]:
@@ -388,7 +403,9 @@ class RecyclableMemory(Memory):
     Args:
         allocator: the :class:`~membuf.Allocator` that owned segments come from.
 
-    Owned segments come from :meth:`next_n` or :meth:`push_owned`; segments
+    Owned segments come from :meth:`next_n` or :meth:`push_owned` (a view of
+    bytes a StreamReader received is *held*: recycle lets go of it, and the
+    bytes go back once no other view remains); segments
     added with :meth:`push` or :meth:`extend` are references and are never
     freed here. :meth:`recycle` frees every owned byte in one native call and
     clears the Memory; leaving a ``with`` block recycles; an object collected
@@ -444,12 +461,21 @@ class RecyclableMemory(Memory):
             self._own.append(-1)
             self._segs.append(mv)
             return
+        if _core.free_refusal(mv) == _EAUTO and self.allocator.owns(mv):
+            self._hold(mv)
+            return
         if not self.allocator.owns(mv):
             raise FreeError(
                 f"push_owned of {len(mv)} bytes that this allocator does not own; "
                 "push() it by reference instead"
             )
-        self._append_owned(mv, int(ffi.cast("uintptr_t", _from_buffer(mv))))
+        self._append_owned(mv, _core.extent(mv)[1])
+
+    def _hold(self, view: memoryview) -> None:
+        """Append a view of stream-owned bytes (an auto chunk's): recycle drops it."""
+        self._own.append(_HELD)
+        self._segs.append(view)
+        self._size += len(view)
 
     def _append_owned(self, view: memoryview, addr: int) -> None:
         if self._epoch[0] != self.allocator._epoch:    # reset since: older ranges are gone
@@ -479,10 +505,11 @@ class RecyclableMemory(Memory):
 
     @property
     def owned_bytes(self) -> int:
-        """How many bytes this object still owns (and ``recycle`` will free)."""
+        """How many bytes this object still owns (and ``recycle`` will free or let go)."""
+        held = sum(len(s) for s, o in zip(self._segs, self._own, strict=True) if o == _HELD)
         if self._epoch[0] != self.allocator._epoch:
-            return 0
-        return sum(self._pairs[1::2])
+            return held
+        return sum(self._pairs[1::2]) + held
 
     def __enter__(self) -> RecyclableMemory:
         return self

@@ -69,7 +69,8 @@ class Reader:
     membuf.errors.NeedMore: read_be(8) needs 8 bytes, 4 are buffered; retry when 4 more arrive
     """
 
-    __slots__ = ("_m", "_segs", "_si", "_cur", "_pos", "_end", "_base", "_start", "_memo")
+    __slots__ = ("_m", "_segs", "_si", "_cur", "_pos", "_end", "_base", "_start", "_memo",
+                 "_split_memo")
 
     def __init__(self, memory: Memory | None = None) -> None:
         m = Memory() if memory is None else memory
@@ -91,6 +92,7 @@ class Reader:
         """Put the cursor before the Memory's first segment (on an empty view)."""
         m = self._m
         self._si = m._dsegs - 1
+        self._split_memo: tuple[Any, memoryview, int] | None = None   # see codecs.Framer._scan
         self._cur = _EMPTY
         self._pos = self._end = 0
         self._base = m._dropped

@@ -4,10 +4,9 @@ Strategy.
 
 *Receive path.* A :class:`StreamReader` keeps one :class:`~membuf.Memory` of
 received chunks and one :class:`~membuf.Reader` following it. To receive, it
-mallocs a chunk from its allocator and, for a :class:`trio.SocketStream`, calls
-``recv_into`` on the socket straight into that chunk (no copy), then
-``free_rest`` gives the unused tail back and the used head is pushed onto the
-Memory. Any other :class:`trio.abc.ReceiveStream` (TLS, memory streams, pipes)
+takes a chunk from its allocator and, for a :class:`trio.SocketStream`, calls
+``recv_into`` on the socket straight into that chunk (no copy), then the
+unused tail goes back and the used head is pushed onto the Memory. Any other :class:`trio.abc.ReceiveStream` (TLS, memory streams, pipes)
 is read with ``receive_some`` and copied once into a malloc'd chunk. The
 receive size adapts: it doubles while receives fill their chunk and halves
 back when they come back mostly empty. How far it may grow depends on what
@@ -25,17 +24,20 @@ or more pieces is coalesced the same way, so a peer dribbling one byte per
 packet cannot make every parse attempt walk thousands of tiny segments
 (counted in ``stats().compacted``).
 
-*Ownership.* Every byte of the Memory was malloc'd by this reader and is
-freed by it, with one exception: :meth:`StreamReader.read_frame` clips the
-frame's bytes off the front of the Memory and hands those exact ranges to a
-:class:`~membuf.RecyclableMemory` (partial free makes "this range is yours,
-the rest of the chunk is mine" work without copying). Consumed bytes are freed
-lazily, just before the next receive (and at ``aclose``), so views returned by
-a read stay valid until the next read. A frame that ``split_views`` still has
-to join (one longer than half a chunk) is malloc'd from the reader's
-allocator and freed like the rest, at the next read. An idle reader
-holds no chunk: when ``recv_into`` would block, the chunk is freed before
-waiting, and a reader with its own allocator trims it after ``idle_trim``
+*Ownership.* Receive chunks are ``membuf._core`` auto chunks: a chunk gives
+its bytes back to the allocator when it dies. The reader keeps its chunks in
+receive order with the stream offset where each ends, and lets go of
+(disowns) a chunk once every byte of it is consumed: lazily, just before
+the next receive (and at ``read_frame``, ``aclose``, ``release``). From then
+on the chunk lives exactly as long as the views the user holds into it, so
+views returned by a read stay valid and unchanged for as long as they are
+held, and the reader never frees memory behind a held view (such bytes count
+in ``Allocator.stats().pinned``). :meth:`StreamReader.read_frame` clips the
+frame's views off the front of the Memory into a
+:class:`~membuf.RecyclableMemory` that holds them until ``recycle``. A frame
+that ``split_views`` still has to join (one longer than half a chunk) gets a
+chunk of its own that the reader lets go of at once. An idle reader holds no
+chunk: when ``recv_into`` would block, the chunk is dropped before waiting, and a reader with its own allocator trims it after ``idle_trim``
 seconds without data, so an idle connection holds no native memory at all.
 
 *Cancellation safety.* Every read is "parse, or receive and retry": parsing is
@@ -67,7 +69,7 @@ import trio
 
 from ._stream import Frames, StreamReader, StreamStats, _raw_socket, _stream_error
 from .allocator import Allocator
-from .memory import Memory, step_over
+from .memory import IOV_MAX, Memory, step_over
 
 __all__ = [
     "Connection",
@@ -80,9 +82,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("membuf.stream")
-
-_IOV_MAX = 1024
-
 
 # -- sending ------------------------------------------------------------------
 
@@ -115,7 +114,7 @@ async def send_memory(stream: trio.abc.SendStream, memory: Memory | Any) -> None
     i = 0
     while i < len(pending):
         try:
-            sent = await sock.sendmsg(pending[i : i + _IOV_MAX])
+            sent = await sock.sendmsg(pending[i : i + IOV_MAX])
         except OSError as exc:
             raise _stream_error(exc) from None
         i = step_over(pending, i, sent)

@@ -25,6 +25,15 @@
  * Every entry point takes the allocator's lock (lock.h): cffi releases the GIL around
  * native calls, so two Python threads can be in here at once.
  *
+ * Lifetime of the memory itself: each arena's mapping is a reference-counted
+ * region (region.h). Releasing an arena drops the allocator's reference only;
+ * the compiled core's chunks hold their own, so memory under a live view stays
+ * mapped after trim, reset or mb_alloc_delete. Chunks the stream layer frees on
+ * the user's behalf are "disowned" while views of them remain: their bytes are
+ * still in use and are counted again in `pinned`. A reset starts a new epoch;
+ * a chunk of an older epoch gives nothing back when it dies (the allocator has
+ * forgotten those bytes already).
+ *
  * Not handled here: debug poisoning, quarantine and leak tracking (Python
  * side), alignment (allocations are byte-granular and exactly sized, which is
  * what makes partial free and exact stats possible).
@@ -34,14 +43,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "index.h"
 #include "lock.h"
 #include "os.h"
+#include "region.h"
 
 #define MAX_ID ((UINT64_C(1) << (63 - MB_ID_SHIFT)) - 1)
 #define MAX_REQUEST ((UINT64_C(1) << MB_ID_SHIFT) - 1)
 
 typedef struct arena {
+    mb_region *region;  /* the mapping; the allocator holds one reference */
     uintptr_t base;
     size_t size;
     size_t used;        /* bytes allocated in this arena */
@@ -58,6 +70,8 @@ struct mb_alloc {
     int strategy, hugepages;
     uint64_t next_id;
     uint64_t reserved, in_use, peak_in_use, mallocs, frees, failed;
+    uint64_t pinned;    /* disowned chunk bytes still viewed (a part of in_use) */
+    uint64_t epoch;     /* bumped by reset: chunks of older epochs give nothing back */
     void *scratch;
     size_t scratch_cap;
     mb_free_report report;
@@ -110,11 +124,12 @@ static int add_arena(mb_alloc *a, size_t size, int dedicated)
         a->arenas = grown;
         a->cap = cap;
     }
-    void *p = mb_os_map(size, a->hugepages);
-    if (!p)
+    mb_region *rg = mb_region_map(size, a->hugepages);
+    if (!rg)
         return MB_ENOMEM;
+    void *p = (void *)rg->base;
     if (mb_index_insert(&a->ix, (uintptr_t)p, size) < 0) {
-        mb_os_unmap(p, size);
+        mb_region_release(rg);
         return MB_ENOMEM;
     }
     size_t i = a->narenas;
@@ -122,7 +137,7 @@ static int add_arena(mb_alloc *a, size_t size, int dedicated)
         a->arenas[i] = a->arenas[i - 1];
         i--;
     }
-    a->arenas[i] = (arena){(uintptr_t)p, size, 0, fresh_id(a), dedicated};
+    a->arenas[i] = (arena){rg, (uintptr_t)p, size, 0, fresh_id(a), dedicated};
     a->narenas++;
     a->reserved += size;
     return 0;
@@ -132,7 +147,7 @@ static void release_arena(mb_alloc *a, size_t i)
 {
     arena ar = a->arenas[i];
     mb_index_remove(&a->ix, ar.base);   /* an empty arena is exactly one free range */
-    mb_os_unmap((void *)ar.base, ar.size);
+    mb_region_release(ar.region);       /* unmapped now, or when its last chunk goes */
     memmove(&a->arenas[i], &a->arenas[i + 1], (a->narenas - i - 1) * sizeof(arena));
     a->narenas--;
     a->reserved -= ar.size;
@@ -209,6 +224,7 @@ mb_alloc *mb_alloc_new(size_t arena_size, size_t max_arena_size, size_t max_byte
     a->strategy = strategy;
     a->hugepages = hugepages;
     a->report.batch_index = -1;
+    a->report.dup_index = -1;
     return a;
 }
 
@@ -217,7 +233,7 @@ void mb_alloc_delete(mb_alloc *a)
     if (!a)
         return;
     for (size_t i = 0; i < a->narenas; i++)
-        mb_os_unmap((void *)a->arenas[i].base, a->arenas[i].size);
+        mb_region_release(a->arenas[i].region);
     free(a->arenas);
     free(a->scratch);
     mb_index_destroy(&a->ix);
@@ -246,7 +262,9 @@ static uintptr_t malloc_locked(mb_alloc *a, size_t n, arena **where, int *err)
             return 0;
         }
     }
-    arena *ar = &a->arenas[find_arena(a, s)];
+    long ai = find_arena(a, s);
+    MB_ASSERT(ai >= 0);             /* the index only holds ranges inside arenas */
+    arena *ar = &a->arenas[ai];
     ar->used += n;
     a->in_use += n;
     if (a->in_use > a->peak_in_use)
@@ -281,6 +299,26 @@ void *mb_alloc_malloc_ptr(mb_alloc *a, size_t n)
     return (void *)s;
 }
 
+void *mb_alloc_malloc_pinned(mb_alloc *a, size_t n, mb_region **region, uint64_t *epoch,
+                             int *err)
+{
+    if (n == 0) {
+        *err = MB_EINVAL;
+        return NULL;
+    }
+    arena *ar = NULL;
+    *err = 0;
+    mb_lock_take(&a->lock);
+    uintptr_t s = malloc_locked(a, n, &ar, err);
+    if (s) {
+        mb_region_retain(ar->region);   /* under the lock: the arena cannot go meanwhile */
+        *region = ar->region;
+        *epoch = a->epoch;
+    }
+    mb_lock_give(&a->lock);
+    return (void *)s;
+}
+
 static int refuse(mb_alloc *a, int code, uintptr_t s, size_t n, long ai, uint32_t overlap)
 {
     mb_free_report *rp = &a->report;
@@ -288,6 +326,7 @@ static int refuse(mb_alloc *a, int code, uintptr_t s, size_t n, long ai, uint32_
     rp->addr = s;
     rp->len = n;
     rp->batch_index = -1;
+    rp->dup_index = -1;
     if (ai >= 0) {
         rp->arena_id = a->arenas[ai].id;
         rp->arena_base = a->arenas[ai].base;
@@ -347,9 +386,15 @@ static void unfree(mb_alloc *a, uintptr_t s, size_t n)
         mb_index_resize(&a->ix, ps, ps, s - ps);
     else
         mb_index_remove(&a->ix, ps);
-    if (s + n < pe)
-        mb_index_insert(&a->ix, s + n, pe - (s + n));   /* cannot fail: node count only returns */
-    a->arenas[find_arena(a, s)].used += n;
+    if (s + n < pe) {
+        /* cannot fail: free_one took at most one node, and undoing it gives one back */
+        int inserted = mb_index_insert(&a->ix, s + n, pe - (s + n));
+        MB_ASSERT(inserted == 0);
+        (void)inserted;
+    }
+    long ai = find_arena(a, s);
+    MB_ASSERT(ai >= 0);
+    a->arenas[ai].used += n;
     a->in_use += n;
     a->frees--;
 }
@@ -367,6 +412,37 @@ int mb_alloc_free(mb_alloc *a, const void *p, size_t n)
     return r;
 }
 
+/* Say what a refused batch item overlaps in the state the caller sees again (after the
+ * undo): a range that was free before the batch, or an earlier item of the batch. The
+ * report made mid-batch could name a range merged from items that are now undone. */
+static void describe_overlap(const mb_alloc *a, const uint64_t *pairs, size_t k,
+                             mb_free_report *rp)
+{
+    uintptr_t s = (uintptr_t)pairs[2 * k], end = s + (uintptr_t)pairs[2 * k + 1];
+    uint32_t p, q;
+    mb_index_neighbours(&a->ix, s, &p, &q);
+    const mb_node *pn = &a->ix.n[p], *qn = &a->ix.n[q];
+    if (p && pn->start + pn->len > s) {
+        rp->free_start = pn->start;
+        rp->free_len = pn->len;
+        return;
+    }
+    if (q && qn->start < end) {
+        rp->free_start = qn->start;
+        rp->free_len = qn->len;
+        return;
+    }
+    for (size_t j = 0; j < k; j++) {
+        uintptr_t js = (uintptr_t)pairs[2 * j], je = js + (uintptr_t)pairs[2 * j + 1];
+        if (js < end && s < je && js != je) {
+            rp->dup_index = (int64_t)j;
+            rp->free_start = js;
+            rp->free_len = je - js;
+            return;
+        }
+    }
+}
+
 int mb_alloc_free_batch(mb_alloc *a, const uint64_t *pairs, size_t count)
 {
     mb_lock_take(&a->lock);
@@ -382,14 +458,47 @@ int mb_alloc_free_batch(mb_alloc *a, const uint64_t *pairs, size_t count)
         emptied |= !a->arenas[ai].used;
     }
     if (r < 0) {
+        size_t failed = i;
         mb_free_report keep = a->report;
-        keep.batch_index = (int64_t)i;
+        keep.batch_index = (int64_t)failed;
         while (i-- > 0)
             if (pairs[2 * i + 1])
                 unfree(a, (uintptr_t)pairs[2 * i], (size_t)pairs[2 * i + 1]);
+        if (r == MB_EDOUBLE)
+            describe_overlap(a, pairs, failed, &keep);
         a->report = keep;
     } else if (emptied) {
         r = release_empties(a, 1);
+    }
+    mb_lock_give(&a->lock);
+    return r;
+}
+
+/* ---- chunks of the compiled core (api.h) ---------------------------------- */
+
+void mb_alloc_disown(mb_alloc *a, size_t n, uint64_t epoch)
+{
+    mb_lock_take(&a->lock);
+    if (epoch == a->epoch)
+        a->pinned += n;
+    mb_lock_give(&a->lock);
+}
+
+int mb_alloc_chunk_done(mb_alloc *a, const void *p, size_t n, uint64_t epoch, int disowned)
+{
+    int r = 0;
+    mb_lock_take(&a->lock);
+    if (epoch == a->epoch && n) {
+        long ai;
+        r = free_one(a, (uintptr_t)p, n, &ai);
+        if (r == 0) {
+            if (disowned) {
+                MB_ASSERT(a->pinned >= n);
+                a->pinned -= n;
+            }
+            if (!a->arenas[ai].used)
+                r = release_empties(a, 1);
+        }
     }
     mb_lock_give(&a->lock);
     return r;
@@ -424,6 +533,7 @@ void mb_alloc_stats(mb_alloc *a, mb_stats *out)
     out->mallocs = a->mallocs;
     out->frees = a->frees;
     out->failed = a->failed;
+    out->pinned = a->pinned;
     mb_lock_give(&a->lock);
 }
 
@@ -439,9 +549,10 @@ void mb_alloc_reset(mb_alloc *a)
 {
     mb_lock_take(&a->lock);
     for (size_t i = 0; i < a->narenas; i++)
-        mb_os_unmap((void *)a->arenas[i].base, a->arenas[i].size);
+        mb_region_release(a->arenas[i].region);
     a->narenas = 0;
-    a->reserved = a->in_use = 0;
+    a->reserved = a->in_use = a->pinned = 0;
+    a->epoch++;
     a->last_size = 0;
     mb_index_clear(&a->ix);
     mb_lock_give(&a->lock);
@@ -512,9 +623,9 @@ static void walk_ranges(walk *w, uint32_t t)
     uintptr_t s = ix->n[t].start;
     long ai = find_arena(w->a, s);
     if (ai < 0 || s + ix->n[t].len - w->a->arenas[ai].base > w->a->arenas[ai].size)
-        w->err = 101;                           /* free range outside every arena */
+        w->err = MB_BAD_OUTSIDE;
     else if (ai == w->prev_arena && w->prev_end == s)
-        w->err = 102;                           /* two free ranges touch: merge missed */
+        w->err = MB_BAD_UNMERGED;
     else
         w->free_in[ai] += ix->n[t].len;
     w->prev_end = s + ix->n[t].len;
@@ -528,13 +639,13 @@ int mb_alloc_check(mb_alloc *a)
     int e = mb_index_check(&a->ix);
     size_t *free_in = calloc(a->narenas + 1, sizeof(size_t));
     if (!e && !free_in)
-        e = 100;
+        e = MB_BAD_CHECK_MEMORY;
     uint64_t reserved = 0, used = 0;
     int spare = 0;
     for (size_t i = 0; !e && i < a->narenas; i++) {
         const arena *ar = &a->arenas[i];
         if (i && a->arenas[i - 1].base + a->arenas[i - 1].size > ar->base)
-            e = 103;                            /* arenas unsorted or overlapping */
+            e = MB_BAD_ARENA_ORDER;
         reserved += ar->size;
         used += ar->used;
         if (!ar->used)
@@ -547,13 +658,15 @@ int mb_alloc_check(mb_alloc *a)
     }
     for (size_t i = 0; !e && i < a->narenas; i++)
         if (free_in[i] + a->arenas[i].used != a->arenas[i].size)
-            e = 104;                            /* used + free != arena size */
+            e = MB_BAD_ARENA_SUM;
     if (!e && (reserved != a->reserved || used != a->in_use))
-        e = 105;                                /* stats drifted */
+        e = MB_BAD_STATS;
     if (!e && spare > 1)
-        e = 106;                                /* more than one empty arena kept */
+        e = MB_BAD_SPARES;
     if (!e && a->max_bytes && a->reserved > a->max_bytes)
-        e = 107;
+        e = MB_BAD_MAX_BYTES;
+    if (!e && a->pinned > a->in_use)
+        e = MB_BAD_PINNED;
     free(free_in);
     mb_lock_give(&a->lock);
     return e;

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "region.h"
+
 typedef struct mb_alloc mb_alloc;
 
 /* Results: >= 0 success, < 0 one of these. */
@@ -32,7 +34,8 @@ typedef struct mb_alloc mb_alloc;
     X(arenas)       \
     X(mallocs)      \
     X(frees)        \
-    X(failed)
+    X(failed)       \
+    X(pinned)
 
 typedef struct mb_stats {
 #define MB_STATS_FIELD(name) uint64_t name;
@@ -47,6 +50,7 @@ typedef struct mb_free_report {
     uint64_t arena_base, arena_size;
     uint64_t free_start, free_len;   /* a free range it overlaps (MB_EDOUBLE) */
     int64_t batch_index;        /* which item of a batch failed, else -1 */
+    int64_t dup_index;          /* an earlier item of that batch it overlaps, else -1 */
 } mb_free_report;
 
 mb_alloc *mb_alloc_new(size_t arena_size, size_t max_arena_size, size_t max_bytes,
@@ -56,6 +60,15 @@ void mb_alloc_delete(mb_alloc *a);
 int64_t mb_alloc_malloc(mb_alloc *a, size_t n);
 /* The same for C callers: the address, or NULL on failure (n == 0 included). */
 void *mb_alloc_malloc_ptr(mb_alloc *a, size_t n);
+/* For the compiled core's chunks. malloc_pinned: n bytes (NULL and *err on failure) with a
+ * reference to their arena's region in *region and the allocator's epoch in *epoch.
+ * disown: n bytes of a chunk that the stream layer let go while views of them remain
+ * (counted in `pinned`). chunk_done: a chunk died: free its [p, p+n) (n may be 0) and,
+ * if it was disowned, take its bytes out of `pinned`; nothing when the epoch is old. */
+void *mb_alloc_malloc_pinned(mb_alloc *a, size_t n, mb_region **region, uint64_t *epoch,
+                             int *err);
+void mb_alloc_disown(mb_alloc *a, size_t n, uint64_t epoch);
+int mb_alloc_chunk_done(mb_alloc *a, const void *p, size_t n, uint64_t epoch, int disowned);
 /* Returns how many arenas the free released (>= 0), or an error. */
 int mb_alloc_free(mb_alloc *a, const void *p, size_t n);
 /* pairs = addr0, len0, addr1, len1, ...; all or nothing. */
@@ -69,14 +82,14 @@ void mb_alloc_reset(mb_alloc *a);
 void *mb_alloc_borrow(mb_alloc *a, size_t n, size_t *capacity);
 void mb_alloc_last_free_report(mb_alloc *a, mb_free_report *out);
 
-/* The arena table, for the Python side's one-view-per-arena cache. */
-/* The whole table at once, as (id, base, size) triples, taken under the lock so that a
+/* The whole arena table at once, as (id, base, size) triples, taken under the lock so that a
  * concurrent grow or release cannot shift it mid-read. Returns the arena count; when
  * it is above cap only the first cap triples were written: call again with more room. */
 size_t mb_alloc_arena_table(mb_alloc *a, uint64_t *out, size_t cap);
 size_t mb_alloc_arena_count(mb_alloc *a);
 
-/* Check every invariant of the allocator and its index; 0 when sound. */
+/* Check every invariant of the allocator and its index: MB_SOUND (0) or the first broken
+ * one, named by mb_check_name (check.h). */
 int mb_alloc_check(mb_alloc *a);
 
 #endif

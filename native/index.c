@@ -28,6 +28,8 @@
  */
 #include "index.h"
 
+#include "check.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -382,17 +384,17 @@ static int check_a(const mb_index *ix, uint32_t t, uintptr_t lo, uintptr_t hi, u
         return 0;
     const mb_node *x = &N(t);
     if (x->len == 0)
-        return 1;                                   /* empty range recorded */
+        return MB_BAD_EMPTY_RANGE;
     if (x->start < lo || x->start + x->len > hi || x->start + x->len < x->start)
-        return 2;                                   /* order or overlap broken */
+        return MB_BAD_ADDRESS_ORDER;
     if (x->l && N(x->l).prio > x->prio)
-        return 3;                                   /* heap broken */
+        return MB_BAD_ADDRESS_HEAP;
     if (x->r && N(x->r).prio > x->prio)
-        return 3;
+        return MB_BAD_ADDRESS_HEAP;
     if (x->maxlen != max3(x->len, N(x->l).maxlen, N(x->r).maxlen))
-        return 4;                                   /* augmentation stale */
+        return MB_BAD_MAXLEN;
     if ((x->l && N(x->l).p != t) || (x->r && N(x->r).p != t))
-        return 11;                                  /* parent link broken */
+        return MB_BAD_PARENT;
     (*count)++;
     int e = check_a(ix, x->l, lo, x->start, count);
     return e ? e : check_a(ix, x->r, x->start + x->len, hi, count);
@@ -403,13 +405,13 @@ static int check_s(const mb_index *ix, uint32_t t, uint32_t lo, uint32_t hi, uin
     if (!t)
         return 0;
     if (lo && !s_less(ix, lo, t))
-        return 5;                                   /* size order broken */
+        return MB_BAD_SIZE_ORDER;
     if (hi && !s_less(ix, t, hi))
-        return 5;
+        return MB_BAD_SIZE_ORDER;
     if ((N(t).sl && N(N(t).sl).prio > N(t).prio) || (N(t).sr && N(N(t).sr).prio > N(t).prio))
-        return 6;
+        return MB_BAD_SIZE_HEAP;
     if (a_find(ix, N(t).start) != t)
-        return 7;                                   /* node missing from the address tree */
+        return MB_BAD_SIZE_MEMBER;
     (*count)++;
     int e = check_s(ix, N(t).sl, lo, t, count);
     return e ? e : check_s(ix, N(t).sr, t, hi, count);
@@ -418,22 +420,22 @@ static int check_s(const mb_index *ix, uint32_t t, uint32_t lo, uint32_t hi, uin
 int mb_index_check(const mb_index *ix)
 {
     if (ix->n[0].maxlen || ix->n[0].len)
-        return 8;                                   /* nil node written */
+        return MB_BAD_NIL;
     uint32_t count = 0;
     if (ix->root && N(ix->root).p)
-        return 11;
+        return MB_BAD_PARENT;
     int e = check_a(ix, ix->root, 0, UINTPTR_MAX, &count);
     if (e)
         return e;
     if (count != ix->count)
-        return 9;
+        return MB_BAD_COUNT;
     if (ix->by_size) {
         count = 0;
         e = check_s(ix, ix->sroot, 0, 0, &count);
         if (e)
             return e;
         if (count != ix->count)
-            return 10;
+            return MB_BAD_SIZE_COUNT;
     }
     return 0;
 }

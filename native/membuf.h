@@ -4,6 +4,8 @@
 #define MEMBUF_H
 
 #include "alloc.h"
+#include "api.h"
+#include "check.h"
 #include "scan.h"
 
 #endif

@@ -1,6 +1,9 @@
 """Helpers for the media tests: ffmpeg/ffprobe with timeouts, fixtures made once.
 
-Import explicitly (``from media_fixtures import ...``); this is not a conftest.
+``tests/conftest.py`` registers this module as a pytest plugin, so its fixtures
+(``media_dir``, ``flv_file``, ``obu_file``, ``ivf_file``) are available to every
+test without an import; the helpers are imported by name
+(``from media_fixtures import ffmpeg, needs_ffmpeg, ...``).
 Every ffmpeg or ffprobe call has a timeout: an encoder that fails to open its
 output can hang ffmpeg. Tests that need ffmpeg skip, with the reason, only
 when it is not installed (``.ci/run`` installs it with apt-get).

@@ -1,5 +1,5 @@
 """Allocator behaviour: a hypothesis state machine against an interval model,
-threads, and every error path of DESIGN.md sections 2 and 7 that it touches."""
+threads, and every error path of docs/design.md §2 and §7 that it touches."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 import membuf
 from membuf import Allocator, FreeError, MemoryLimitError
-from membuf._native import ffi
+from membuf._native import ffi, lib
 from membuf.allocator import STAT_FIELDS
 
 PAGE = 4096
@@ -26,8 +26,9 @@ def addr(mv: memoryview) -> int:
 
 def arenas(a: Allocator) -> list[tuple[int, int]]:
     """(base, size) of every live arena, from the native table."""
-    a._sync_views()
-    return sorted((a._bases[i], len(a._views[i])) for i in a._bases)
+    table = ffi.new("uint64_t[]", 3 * 4096)
+    n = lib.mb_alloc_arena_table(a._h, table, 4096)
+    return sorted((table[3 * i + 1], table[3 * i + 2]) for i in range(n))
 
 
 class AllocatorModel(RuleBasedStateMachine):
@@ -341,3 +342,23 @@ def test_public_names() -> None:
     assert membuf.Allocator is Allocator
     assert issubclass(membuf.FreeError, ValueError)
     assert issubclass(membuf.MemoryLimitError, MemoryError)
+
+
+def test_every_invariant_has_a_name() -> None:
+    """check() names a broken invariant instead of printing a bare code."""
+    names = {code: ffi.string(lib.mb_check_name(code)).decode() for code in (*range(12), *range(100, 109))}
+    assert names[0] == "sound"
+    assert len(set(names.values())) == len(names)          # one sentence per invariant
+    assert all(n.startswith(("index:", "allocator:", "sound")) for n in names.values())
+    assert ffi.string(lib.mb_check_name(999)).decode() == "unknown invariant"
+
+
+def test_debug_stats_free_is_reserved_minus_in_use() -> None:
+    """Quarantined bytes are free as far as the user is concerned, in every counter."""
+    a = Allocator(debug=True)
+    views = [a.malloc(100) for _ in range(10)]
+    for v in views[:5]:
+        a.free(v)
+    s = a.stats()
+    assert s.in_use == 500 and s.free == s.reserved - s.in_use
+    a.reset()

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import sys
+
 import pytest
 
+import membuf
+import membuf._core
 from membuf import Allocator, FreeError
 from membuf.debug import POISON_FREED, POISON_FRESH
 
@@ -109,3 +114,99 @@ def test_fixture_fails_a_leaking_test(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess("-q")
     result.assert_outcomes(passed=3, errors=2)
     result.stdout.fnmatch_lines(["*membuf_allocator leaked 10 native bytes*", "*test_leaky*"])
+
+
+# -- use after free, and the debug/normal differences that were bugs --------------------
+
+
+def test_write_into_freed_bytes_is_caught_by_check() -> None:
+    a = membuf.Allocator(debug=True)
+    v = a.malloc(64)
+    a.free(v)
+    v[10] = 1                                   # a write after free (the view stays mapped)
+    with pytest.raises(membuf.UseAfterFreeError) as info:
+        a.check()
+    text = str(info.value)
+    assert "offset 10" in text and "Allocated at" in text and "Freed at" in text
+    assert "test_write_into_freed_bytes_is_caught_by_check" in text   # both stacks name us
+    assert info.value.size == 64
+    a.check()                                   # reported once: poisoned again
+    a.reset()
+
+
+def test_write_into_freed_bytes_is_caught_when_it_leaves_quarantine() -> None:
+    a = membuf.Allocator(debug=True)
+    assert a._debug is not None
+    a._debug.quarantine_ranges = 1
+    v = a.malloc(32)
+    a.free(v)
+    v[0] = 0
+    w = a.malloc(32)
+    with pytest.raises(membuf.UseAfterFreeError):
+        a.free(w)                               # evicts v's range: its poison is checked
+    assert a.stats().in_use == 0                # the free itself happened
+    a.check()
+    a.reset()
+
+
+def test_untouched_freed_bytes_pass_check() -> None:
+    a = membuf.Allocator(debug=True)
+    for _ in range(100):
+        a.free(a.malloc(50))
+    a.check()
+    a.reset()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_read_only_views_free_alike(debug: bool) -> None:
+    a = membuf.Allocator(debug=debug)
+    v = a.malloc(10)
+    a.free(v.toreadonly())
+    assert a.stats().in_use == 0
+    a.reset()
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_released_view_is_a_free_error(debug: bool) -> None:
+    a = membuf.Allocator(debug=debug)
+    v = a.malloc(10)
+    w = v[:]
+    w.release()
+    with pytest.raises(membuf.FreeError, match="released"):
+        a.free(w)
+    assert a.stats().in_use == 10
+    a.reset()
+
+
+def test_failed_recycle_does_not_raise_again_from_the_finalizer() -> None:
+    a = membuf.Allocator()
+    rm = membuf.RecyclableMemory(a)
+    v = rm.next_n(10)
+    a.free(v)                                   # freed behind the owner's back
+    with pytest.raises(membuf.FreeError):
+        rm.recycle()
+    seen = []
+    old = sys.unraisablehook
+    sys.unraisablehook = seen.append
+    try:
+        del rm
+        gc.collect()
+    finally:
+        sys.unraisablehook = old
+    assert seen == []
+    assert a.stats().in_use == 0
+
+
+def test_batch_free_error_names_the_overlapping_item() -> None:
+    a = membuf.Allocator()
+    v = a.malloc(100)
+    with pytest.raises(membuf.FreeError, match="overlaps item 0 of the same batch") as info:
+        a._free_batch([*_pair(v[:60]), *_pair(v[40:])])
+    assert "item 1" in str(info.value)
+    assert a.stats().in_use == 100
+    a.free(v)
+
+
+def _pair(view: memoryview) -> tuple[int, int]:
+    length, address = membuf._core.extent(view)
+    return address, length

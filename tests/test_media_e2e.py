@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from media_fixtures import (  # noqa: F401  (fixtures)
+from media_fixtures import (  # the fixtures (flv_file, ...) come from conftest.py's plugin
     AUDIO_IN,
     AV1,
     H264_AAC,
@@ -26,11 +26,7 @@ from media_fixtures import (  # noqa: F401  (fixtures)
     expected_av1,
     expected_flv,
     ffmpeg,
-    flv_file,
-    ivf_file,
-    media_dir,
     needs_ffmpeg,
-    obu_file,
 )
 
 from membuf.media import av1
@@ -50,23 +46,23 @@ def probe_json(path: Path) -> dict[str, Any]:
 # -- probe ---------------------------------------------------------------------
 
 
-def test_probe_flv_agrees_with_ffprobe(flv_file: Path) -> None:  # noqa: F811
+def test_probe_flv_agrees_with_ffprobe(flv_file: Path) -> None:
     got = probe_json(flv_file)
     assert got == {**expected_flv(flv_file), "bytes": flv_file.stat().st_size}
     assert got["video_frames"] == 75 and got["keyframes"] == 3  # 3 s at 25 fps, GOP 25
 
 
-def test_probe_obu_agrees_with_ffprobe(obu_file: Path) -> None:  # noqa: F811
+def test_probe_obu_agrees_with_ffprobe(obu_file: Path) -> None:
     assert probe_json(obu_file) == expected_av1(obu_file, "obu")
 
 
-def test_probe_ivf_agrees_with_ffprobe(ivf_file: Path) -> None:  # noqa: F811
+def test_probe_ivf_agrees_with_ffprobe(ivf_file: Path) -> None:
     got = probe_json(ivf_file)
     assert got == expected_av1(ivf_file, "ivf")
     assert got["obus"] > got["temporal_units"] * 2  # SVT-AV1 adds hidden frames + headers
 
 
-def test_probe_text_and_errors(flv_file: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_probe_text_and_errors(flv_file: Path, tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "membuf", "probe", str(flv_file)],
                          capture_output=True, text=True, timeout=TIMEOUT)
     assert res.returncode == 0 and "video: h264: 75 frames" in res.stdout
@@ -102,7 +98,7 @@ async def in_thread(*args: str) -> None:
     await trio.to_thread.run_sync(lambda: ffmpeg(*args))
 
 
-def test_rtmp_push_counts_match_ffprobe(media_dir: Path) -> None:  # noqa: F811
+def test_rtmp_push_counts_match_ffprobe(media_dir: Path) -> None:
     server = make(RtmpServer)
     copy = media_dir / "pushed.flv"
 
@@ -121,7 +117,7 @@ def test_rtmp_push_counts_match_ffprobe(media_dir: Path) -> None:  # noqa: F811
     assert json.loads(server.out.getvalue()) == {"streams": {"live/test": got}}  # type: ignore[attr-defined]
 
 
-def test_av1_push_counts_match_ffprobe(media_dir: Path) -> None:  # noqa: F811
+def test_av1_push_counts_match_ffprobe(media_dir: Path) -> None:
     server = make(Av1Server)
     copy = media_dir / "pushed.obu"
 
@@ -136,7 +132,7 @@ def test_av1_push_counts_match_ffprobe(media_dir: Path) -> None:  # noqa: F811
     assert server.allocator.stats().in_use == 0
 
 
-def test_rtmp_memory_stays_flat_for_a_long_stream(flv_file: Path) -> None:  # noqa: F811
+def test_rtmp_memory_stays_flat_for_a_long_stream(flv_file: Path) -> None:
     """Frames live in a bounded ring, so peak memory does not grow with the stream.
 
     The bound is constant: the receive buffer (at most ``max_buffered`` plus
@@ -179,7 +175,7 @@ def serve_cli(command: str, push: Callable[[int], None]) -> tuple[int, str]:
     return proc.returncode, out
 
 
-def test_serve_rtmp_cli_once_json(flv_file: Path) -> None:  # noqa: F811
+def test_serve_rtmp_cli_once_json(flv_file: Path) -> None:
     rc, out = serve_cli("serve-rtmp", lambda port: ffmpeg(
         "-i", str(flv_file), "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/cli"))
     assert rc == 0
@@ -187,7 +183,7 @@ def test_serve_rtmp_cli_once_json(flv_file: Path) -> None:  # noqa: F811
     assert counts == {**expected_flv(flv_file), "bytes": counts["bytes"]}
 
 
-def test_serve_av1_cli_once_json(obu_file: Path) -> None:  # noqa: F811
+def test_serve_av1_cli_once_json(obu_file: Path) -> None:
     rc, out = serve_cli("serve-av1", lambda port: ffmpeg(
         "-i", str(obu_file), "-c", "copy", "-f", "obu", f"tcp://127.0.0.1:{port}"))
     assert rc == 0
@@ -258,7 +254,7 @@ def check_malformed(server: IngestServer, good: bytes, bad: list[bytes], must_fa
     assert server.allocator.stats().in_use == 0
 
 
-def test_rtmp_truncated_and_bitflipped_captures(flv_file: Path) -> None:  # noqa: F811
+def test_rtmp_truncated_and_bitflipped_captures(flv_file: Path) -> None:
     good = capture_rtmp(flv_file)
     handshake = 1 + 2 * 1536
     flip = lambda data, i, bit: data[:i] + bytes([data[i] ^ bit]) + data[i + 1:]  # noqa: E731
@@ -280,7 +276,7 @@ def test_rtmp_truncated_and_bitflipped_captures(flv_file: Path) -> None:  # noqa
                                              "bytes": server.finished[-1].counts.bytes}
 
 
-def test_av1_truncated_and_bitflipped_streams(obu_file: Path) -> None:  # noqa: F811
+def test_av1_truncated_and_bitflipped_streams(obu_file: Path) -> None:
     good = obu_file.read_bytes()
     starts, r = [], Memory(good).reader()
     while len(r):
@@ -311,7 +307,7 @@ def load_example(name: str) -> Any:
     return mod
 
 
-def test_example_walk_flv(flv_file: Path) -> None:  # noqa: F811
+def test_example_walk_flv(flv_file: Path) -> None:
     script = Path(__file__).resolve().parent.parent / "examples" / "media_probe" / "walk_flv.py"
     res = subprocess.run([sys.executable, str(script), str(flv_file), "--limit", "8"],
                          capture_output=True, text=True, timeout=TIMEOUT)
@@ -319,7 +315,7 @@ def test_example_walk_flv(flv_file: Path) -> None:  # noqa: F811
     assert "video h264 config" in res.stdout and "IDR" in res.stdout
 
 
-def test_example_rtmp_record(flv_file: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_example_rtmp_record(flv_file: Path, tmp_path: Path) -> None:
     from membuf.stream import serve_tcp
 
     record = load_example("media_rtmp_record/record.py")

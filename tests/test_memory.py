@@ -1,4 +1,4 @@
-"""Memory and RecyclableMemory (DESIGN.md section 3)."""
+"""Memory and RecyclableMemory (docs/design.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The misuse table (DESIGN.md section 7, docs/reliability.md): every misuse gets its
+"""The misuse table (docs/design.md §7, docs/reliability.md): every misuse gets its
 documented exception, a message that names what was asked and what was there,
 and changes nothing.
 

@@ -1,9 +1,11 @@
-"""StreamReader over real loopback TCP and over trio memory streams (DESIGN.md section 6).
+"""StreamReader over real loopback TCP and over trio memory streams (docs/design.md §6).
 
 Every test runs real sockets or trio's in-memory streams (no mocks): data is
 split at random points and dribbled in pieces of 1 byte to 64 KiB, reads are
 cancelled and retried, streams end mid-read, and every test checks that the
-allocator is back to ``in_use == 0`` once everything is closed. No timing
+allocator is back to ``in_use == 0`` (and ``pinned == 0``) once everything is
+closed and the test has dropped the views it kept; while it holds them,
+``in_use == pinned`` covers exactly the chunks they view. No timing
 assertions; the idle-trim test runs on trio's autojump clock.
 """
 
@@ -20,7 +22,7 @@ import trio
 import trio.testing
 
 import membuf
-from membuf import Allocator, IncompleteReadError, MalformedError
+from membuf import Allocator, IncompleteReadError, MalformedError, _core
 from membuf.memory import Memory
 from membuf.stream import StreamReader, send_memory
 
@@ -125,6 +127,40 @@ async def read_all_frames(rx: StreamReader, expected: list[bytes]) -> None:
         assert got == want
 
 
+def chunk_bytes(*held: Any) -> int:
+    """The bytes of the distinct receive chunks that ``held`` views point into.
+
+    ``held``: memoryviews, or Memory objects (their segments), or lists of either.
+    A zero-copy result pins its whole chunk(s), so once the reader is closed this
+    is exactly what ``Allocator.stats().pinned`` (and ``in_use``) must be.
+    """
+    chunks: dict[int, int] = {}
+
+    def visit(x: Any) -> None:
+        if isinstance(x, memoryview):
+            assert isinstance(x.obj, _core.Chunk), f"not a view of a chunk: {x.obj!r}"
+            chunks[id(x.obj)] = x.obj.nbytes
+        elif isinstance(x, (list, tuple, Memory)):
+            for y in x:
+                visit(y)
+
+    for x in held:
+        visit(x)
+    return sum(chunks.values())
+
+
+def assert_only_held(alloc: Allocator, *held: Any) -> None:
+    """The reader is closed: what is still in use is pinned by ``held`` and nothing else."""
+    s = alloc.stats()
+    assert s.in_use == s.pinned == chunk_bytes(*held), s
+
+
+def assert_all_back(alloc: Allocator) -> None:
+    """Nothing in use and nothing pinned (call once every view has been dropped)."""
+    s = alloc.stats()
+    assert (s.in_use, s.pinned) == (0, 0), s
+
+
 # -- reads over real TCP -------------------------------------------------------------
 
 
@@ -174,7 +210,12 @@ async def test_integers_and_delimiters_across_splits() -> None:
                 with pytest.raises(IncompleteReadError):
                     await rx.read_le(2)
                 assert rx.at_eof
-            assert rx.allocator.stats().in_use == 0
+            # closed: only `line` (zero-copy) still pins its chunks, and reads as it did
+            assert line.count and chunk_bytes(line) > 0
+            assert_only_held(rx.allocator, line)
+            assert line == b"GET / HTTP/1.1"
+            del line
+            assert_all_back(rx.allocator)
 
 
 @trio_test
@@ -192,12 +233,16 @@ async def test_retained_frames_survive_later_reads_and_close() -> None:
             else:
                 assert await rx.read_exactly(n) == want
         await rx.aclose()
-    # the reader is gone; retained frames still hold exactly their bytes
-    assert alloc.stats().in_use == sum(len(w) for w, _ in kept)
+    # the reader is gone; retained frames still hold their bytes, which pin exactly
+    # the chunks they view (and nothing else: the read_exactly results were dropped)
+    assert alloc.stats().in_use >= sum(len(w) for w, _ in kept)
+    assert_only_held(alloc, [frame for _, frame in kept])
     for want, frame in kept:
         assert frame == want
         frame.recycle()
-    assert alloc.stats().in_use == 0
+        assert not frame.owned_bytes
+    del want, frame
+    assert_all_back(alloc)
     alloc.check()
 
 
@@ -239,7 +284,11 @@ async def test_cancelled_reads_retry_without_loss() -> None:
                 assert got == want
         assert cancelled > 0
         await rx.aclose()
-        assert rx.allocator.stats().in_use == 0
+        # the last frame read is still held (as `got`): it alone pins memory
+        assert_only_held(rx.allocator, got)
+        assert got == frames[-1]
+        del got
+        assert_all_back(rx.allocator)
 
 
 @trio_test
@@ -368,7 +417,15 @@ async def test_frames_over_dribbled_tcp(mode: str, seed: int) -> None:
             async for item in rx.frames(c, views=views, batch=batch):
                 for f in item if batch else [item]:
                     got.append(bytes(f) if views else f.to_bytes())
-        assert rx.allocator.stats().in_use == 0
+        # closed: the loop variables still hold the last frame (or batch), and only
+        # that pins memory; it reads as it did. (The codec goes first: its resume memo
+        # may keep a view too: test_safety.py::test_a_codec_keeps_no_view_after_close.)
+        del c
+        assert_only_held(rx.allocator, item)
+        last = item if batch else [item]
+        assert [bytes(f) if views else f.to_bytes() for f in last] == got[-len(last):]
+        del item, f, last
+        assert_all_back(rx.allocator)
     assert got == frames
 
 
@@ -391,9 +448,13 @@ async def test_views_never_span_chunks_when_frames_are_short() -> None:
 
 
 @trio_test
-async def test_a_batch_is_emptied_when_the_next_one_is_asked_for() -> None:
-    # its views point into memory the next receive frees: the list is cleared
+async def test_a_batch_kept_by_the_caller_stays_valid_after_the_next_one() -> None:
+    # v1 cleared the previous list (its views pointed into memory the next receive
+    # freed). Now its views pin their chunks: the list is left as it was, and reads
+    # the same after later batches, after close, until the caller drops it.
+    rng = random.Random(21)
     send, recv = trio.testing.memory_stream_one_way_pair()
+    kept: list[tuple[list[bytes], list[memoryview]]] = []
     async with StreamReader(recv) as rx:
         it = rx.frames(codec(), views=True, batch=True)
         await send.send_all(leb128(2) + b"ab" + leb128(1) + b"c")
@@ -401,7 +462,24 @@ async def test_a_batch_is_emptied_when_the_next_one_is_asked_for() -> None:
         assert [bytes(v) for v in first] == [b"ab", b"c"]
         await send.send_all(leb128(1) + b"d")
         second = await it.__anext__()
-        assert first == [] and [bytes(v) for v in second] == [b"d"]
+        assert [bytes(v) for v in first] == [b"ab", b"c"]     # not cleared, not changed
+        assert [bytes(v) for v in second] == [b"d"]
+        for _ in range(30):                 # later receives overwrite nothing kept
+            want = [rng.randbytes(rng.randint(0, 300)) for _ in range(rng.randint(1, 6))]
+            await send.send_all(encode(want))
+            batch = await it.__anext__()
+            assert [bytes(v) for v in batch] == want
+            kept.append((want, batch))
+        s = rx.allocator.stats()
+        assert s.pinned > 0 and s.in_use >= s.pinned
+        del it, batch
+    assert_only_held(rx.allocator, first, second, [b for _, b in kept])
+    assert [bytes(v) for v in first] == [b"ab", b"c"]
+    assert [bytes(v) for v in second] == [b"d"]
+    for want, batch in kept:
+        assert [bytes(v) for v in batch] == want
+    del first, second, batch, kept
+    assert_all_back(rx.allocator)
 
 
 @trio_test
@@ -575,10 +653,12 @@ async def test_connection_close_frees_everything_but_retained_frames() -> None:
         await rx.read_exactly(10_000)
         assert conn.allocator.stats().in_use >= 5
         await conn.close()
-        assert conn.allocator.stats().in_use == 5      # only the retained frame
+        # only the retained frame holds memory: the chunk(s) its 5 bytes sit in
+        assert rx.stats().owned == 0 and frame.owned_bytes == 5
+        assert_only_held(conn.allocator, frame)
         assert frame == b"hello"
         frame.recycle()
-        assert conn.allocator.stats().in_use == 0
+        assert_all_back(conn.allocator)
         nursery.cancel_scope.cancel()
 
 

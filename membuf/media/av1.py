@@ -31,8 +31,7 @@ from typing import Any
 from ..errors import MalformedError, NeedMore
 from ..memory import Memory
 from ..reader import Reader
-
-Head = bytes | memoryview  # the first bytes of a payload (a class body shadows `bytes`)
+from .flv import Head
 
 __all__ = [
     "OBU_NAMES",

@@ -33,7 +33,9 @@ from ..errors import MalformedError, NeedMore
 from ..memory import Memory
 from ..reader import Reader
 
-Head = bytes | memoryview  # the first bytes of a payload (a class body shadows `bytes`)
+# The first bytes of a payload, as the media recognisers here (FLV, AV1) take them.
+# An alias, because a class body that defines a `bytes` field shadows the builtin.
+Head = bytes | memoryview
 
 __all__ = [
     "AUDIO",

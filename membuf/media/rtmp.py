@@ -260,10 +260,6 @@ class ChunkReader:
             self.allocator.free(cs.buf)
         cs.buf = grown
 
-    def _drop(self, cs: _ChunkStream) -> None:
-        """Forget the partial message on ``cs`` and free what it held."""
-        _drop_one(self.allocator, cs)
-
     def _control(self, msg: Message) -> None:
         v = msg.view()
         if len(v) < 4:
@@ -276,14 +272,14 @@ class ChunkReader:
         else:  # Abort: drop the partial message on that chunk stream
             cs = self._streams.get(value)
             if cs is not None and cs.body is not None:
-                self._drop(cs)
+                _drop_one(self.allocator, cs)
                 if self._cur is cs:
                     self._cur, self._left = None, 0
 
     def close(self) -> None:
         """Recycle every partially received message."""
         for cs in self._streams.values():
-            self._drop(cs)
+            _drop_one(self.allocator, cs)
         self._cur = None
         self._left = 0
 

@@ -12,18 +12,17 @@
 #include <string.h>
 
 #include "alloc.h"
+#include "check.h"
 
-static int failures;
+#include "tests/testhelper.h"
 
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-            failures++;                                                          \
-        }                                                                        \
+#define SOUND(a)                                                                   \
+    do {                                                                           \
+        int broken_ = mb_alloc_check(a);                                           \
+        if (broken_)                                                               \
+            fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, mb_check_name(broken_)); \
+        CHECK(broken_ == MB_SOUND);                                                \
     } while (0)
-
-#define SOUND(a) CHECK(mb_alloc_check(a) == 0)
 
 static uint8_t *addr_of(mb_alloc *a, int64_t r)
 {
@@ -296,8 +295,19 @@ static void test_threads(void)
     mb_alloc_delete(shared);
 }
 
+/* Every invariant code has its own sentence; codes outside the list say so. */
+static void test_check_names(void)
+{
+    CHECK(strcmp(mb_check_name(MB_SOUND), "sound") == 0);
+    CHECK(strstr(mb_check_name(MB_BAD_UNMERGED), "merge") != NULL);
+    CHECK(strstr(mb_check_name(MB_BAD_PARENT), "parent") != NULL);
+    CHECK(strcmp(mb_check_name(12345), "unknown invariant") == 0);
+    CHECK(strcmp(mb_check_name(MB_BAD_NIL), mb_check_name(MB_BAD_COUNT)) != 0);
+}
+
 int main(void)
 {
+    test_check_names();
     test_partial_free();
     test_growth_and_limits();
     test_spare_and_trim();

@@ -1,7 +1,7 @@
 """Soak test: hundreds of loopback connections for N minutes, then check nothing leaked or changed.
 
 Run: ``make soak`` (``SOAK_MINUTES=2 SOAK_CONNECTIONS=500``) or
-``python benchmarks/soak.py --minutes 2 --connections 500``.
+``python fuzz/soak.py --minutes 2 --connections 500``.
 
 Strategy. This process runs the server: ``membuf.serve_tcp`` with one shared
 :class:`~membuf.Allocator`, so "every byte freed" is one number. A second

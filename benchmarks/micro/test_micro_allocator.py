@@ -1,0 +1,97 @@
+"""Allocator.malloc + free and RecyclableMemory.next_n + recycle, against bytearray.
+
+Per round: 1000 pairs (or 1000 next_n and one recycle); the table shows one pair.
+``bytearray(n)`` zero-fills and is freed by refcounting when the next one
+replaces it; membuf's memory is not zeroed and every free is a native call.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from membuf import Allocator, RecyclableMemory
+
+N = 1000
+R = range(N)
+SIZES = [pytest.param(256, id="256B"), pytest.param(64 << 10, id="64KiB")]
+
+
+def _label(n: int) -> str:
+    return f"{n >> 10} KiB" if n >= 1024 else f"{n} B"
+
+
+# -- malloc + free ------------------------------------------------------------------
+
+
+def membuf_pairs(a: Allocator, n: int) -> tuple[int, int]:
+    malloc, free = a.malloc, a.free
+    mv = None
+    for _ in R:
+        mv = malloc(n)
+        free(mv)
+    return N, len(mv)  # type: ignore[arg-type]
+
+
+def bytearray_pairs(n: int) -> tuple[int, int]:
+    b = None
+    for _ in R:
+        b = bytearray(n)
+    return N, len(b)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_malloc_free_membuf(micro, n):
+    a = Allocator()
+    before = a.stats()
+    got = micro(membuf_pairs, lambda: (a, n), group=f"allocator: malloc+free {_label(n)}", n=N,
+                unit="pair")
+    after = a.stats()
+    assert got == (N, n)
+    assert after.in_use == 0
+    done = after.mallocs - before.mallocs
+    assert done >= N and done % N == 0 and after.frees - before.frees == done
+    a.reset()
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_malloc_free_bytearray(micro, n):
+    got = micro(bytearray_pairs, lambda: (n,), group=f"allocator: malloc+free {_label(n)}", n=N,
+                unit="pair")
+    assert got == (N, n)
+
+
+# -- RecyclableMemory.next_n x 1000, then one recycle -----------------------------------
+
+RM_SIZE = 256
+RM_GROUP = f"allocator: RecyclableMemory.next_n({RM_SIZE}) + 1/{N} of recycle()"
+
+
+def recyclable_round(rm: RecyclableMemory) -> tuple[int, int]:
+    next_n = rm.next_n
+    for _ in R:
+        next_n(RM_SIZE)
+    got = rm.count, sum(map(len, rm))
+    rm.recycle()
+    return got
+
+
+def bytearray_round(bufs: list[bytearray]) -> tuple[int, int]:
+    append = bufs.append
+    for _ in R:
+        append(bytearray(RM_SIZE))
+    got = len(bufs), sum(map(len, bufs))
+    bufs.clear()
+    return got
+
+
+def test_next_n_recycle_membuf(micro):
+    a = Allocator()
+    got = micro(recyclable_round, lambda: (RecyclableMemory(a),), group=RM_GROUP, n=N)
+    assert got == (N, N * RM_SIZE)
+    assert a.stats().in_use == 0
+    a.reset()
+
+
+def test_next_n_recycle_bytearray(micro):
+    got = micro(bytearray_round, lambda: ([],), group=RM_GROUP, n=N)
+    assert got == (N, N * RM_SIZE)
