@@ -527,6 +527,7 @@ class Frames(Generic[_T]):
             # Forget the last batch (the caller may keep it: its views stay valid),
             # so this iterator does not hold thousands of views across an await.
             self._pending = []
+        del pending                  # nor this frame: it lives across the receive below
         rx = self._rx
         r = rx._reader
         split = self._split
