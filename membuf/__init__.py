@@ -19,6 +19,7 @@ from .stream import StreamStats as StreamStats
 from .stream import open_tcp as open_tcp
 from .stream import send_memory as send_memory
 from .stream import serve_tcp as serve_tcp
+from .writer import Writer as Writer
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,7 @@ __all__ = [
     "MembufError",
     "MemoryLimitError",
     "UseAfterFreeError",
+    "Writer",
     "Memory",
     "NeedMore",
     "Reader",

@@ -14,10 +14,12 @@ PACKAGE = pathlib.Path(membuf.__file__).resolve().parent
 RANK = {
     "errors": 0,
     "_native": 0,
+    "core": 0,        # membuf._core, the compiled core (C; it imports nothing of membuf)
     "debug": 1,       # the allocator's debug mode: poison, quarantine, tracebacks
     "allocator": 1,
     "memory": 2,      # memory and reader are one layer: Memory.reader() returns a Reader
     "reader": 2,
+    "writer": 3,      # encodes into Memory; codecs and media encode with it
     "codecs": 4,
     "stream": 5,
     "media": 6,

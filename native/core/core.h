@@ -4,6 +4,7 @@
  *   module.c  the module: binding to the allocator's entry table, exception types
  *   heap.c    Heap: owns one native allocator; malloc returns views of chunks
  *   chunk.c   Chunk: a buffer exporter over one native range
+ *   writer.c  Writer: encodes fields into native (or bytearray) chunks
  *
  * Ownership chain (what makes a view safe to keep): a memoryview holds its
  * managed buffer, which holds the Chunk it was exported from, which holds a
@@ -47,6 +48,8 @@ typedef struct ChunkObject {
 
 extern PyTypeObject Heap_Type;
 extern PyTypeObject Chunk_Type;
+extern PyTypeObject Writer_Type;                /* writer.c */
+extern PyMethodDef writer_module_methods[];     /* writer.c: _bind_writer */
 
 /* Result codes of Heap.free beyond the allocator's own (alloc.h). */
 #define HEAP_ENOTBUFFER (-100)  /* not a bytes-like object */

@@ -95,6 +95,11 @@ static int core_exec(PyObject *m)
     if (PyModule_AddObjectRef(m, "Heap", (PyObject *)&Heap_Type) < 0 ||
         PyModule_AddObjectRef(m, "Chunk", (PyObject *)&Chunk_Type) < 0)
         return -1;
+    /* writer.c */
+    if (PyType_Ready(&Writer_Type) < 0 ||
+        PyModule_AddObjectRef(m, "Writer", (PyObject *)&Writer_Type) < 0 ||
+        PyModule_AddFunctions(m, writer_module_methods) < 0)
+        return -1;
     return 0;
 }
 
