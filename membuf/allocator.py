@@ -131,6 +131,10 @@ class Allocator:
         )
         self._h = ffi.cast("mb_alloc *", self._heap.handle)
         self._scratch = memoryview(bytearray())
+        # RecyclableMemory objects holding a reserved run tail (next_n): stats() leaves
+        # those bytes out of in_use, so counts stay exact between next_n calls
+        self._tails: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
+        self._tails_lock = threading.Lock()
         self._debug: DebugTracker | None = None
         self._epoch = 0        # bumped by reset(): owners of older ranges must not free them
         LIVE_ALLOCATORS.add(self)
@@ -220,6 +224,14 @@ class Allocator:
     def stats(self) -> AllocatorStats:
         """Exact counters: one consistent snapshot (one native call, safe from any thread)."""
         values = self._heap.stats()
+        with self._tails_lock:
+            owners = list(self._tails.values())
+        reserved_tails = sum(rm._tail_bytes() for rm in owners)
+        if reserved_tails:
+            fixed = dict(zip(STAT_FIELDS, values, strict=True))
+            fixed["in_use"] -= reserved_tails
+            fixed["free"] += reserved_tails
+            values = tuple(fixed.values())
         if self._debug is not None and self._debug.quarantined:
             # quarantined bytes are freed as far as the user is concerned
             with self._debug_lock:
@@ -260,6 +272,10 @@ class Allocator:
             with self._debug_lock:
                 self._debug.clear()
         self._epoch += 1
+        with self._tails_lock:                # next_n runs are gone: no bump into them
+            for rm in self._tails.values():
+                rm._drop_run()
+            self._tails.clear()
         lib.mb_alloc_reset(self._h)
 
     def check(self) -> None:
@@ -296,6 +312,11 @@ class Allocator:
     def _malloc_addr(self, n: int) -> tuple[memoryview, int]:
         """malloc that also returns the address, for owners that free in batches."""
         return self._heap.malloc_addr(n)   # shadowed in __init__ by the C method itself
+
+    def _track_tail(self, owner: Any) -> None:
+        """``owner`` (a RecyclableMemory) now holds a run tail that stats() leaves out."""
+        with self._tails_lock:
+            self._tails[id(owner)] = owner
 
     def _auto_chunk(self, n: int) -> Any:
         """n bytes as a chunk that gives them back when it and its views are gone.

@@ -53,6 +53,8 @@ __all__ = ["Memory", "RecyclableMemory"]
 _SMALL_FIND = 512          # segments up to this size are searched with bytes.find
 _find_native = lib.mb_scan_find
 _from_buffer = ffi.from_buffer
+_FIRST_RUN = 4 << 10     # RecyclableMemory.next_n: the first run, doubling up to _MAX_RUN
+_MAX_RUN = 256 << 10
 _EAUTO = -103            # _core.free_refusal: bytes a stream chunk gives back on its own
 _HELD = -2               # RecyclableMemory._own: a view of such bytes, let go by recycle
 
@@ -358,7 +360,8 @@ def _same_content(a: Iterable[memoryview], b: Iterable[memoryview]) -> bool:
         va, vb = va[n:], vb[n:]
 
 
-def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str | None) -> None:
+def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str | None,
+                tail: list[int]) -> None:
     """Finalizer of a RecyclableMemory collected without ``recycle``.
 
     It never raises: a range that the allocator refuses was freed elsewhere (the
@@ -366,6 +369,9 @@ def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str 
     """
     live = _live_pairs(pairs, epoch, allocator)
     pairs.clear()
+    if tail[1] and epoch[0] == allocator._epoch:
+        allocator._free_batch(tail[:])       # the run's unused tail: never the user's
+    tail[:] = [0, 0]
     if not live:
         return
     if origin is not None:
@@ -422,7 +428,8 @@ class RecyclableMemory(Memory):
     (b'abcdef', 3)
     """
 
-    __slots__ = ("allocator", "_own", "_pairs", "_epoch", "_finalizer")
+    __slots__ = ("allocator", "_own", "_pairs", "_epoch", "_finalizer", "_run", "_run_addr",
+                 "_tail", "_run_size")
 
     def __init__(self, allocator: Allocator) -> None:
         super().__init__()
@@ -430,25 +437,80 @@ class RecyclableMemory(Memory):
         self._own: list[int] = []      # parallel to _segs: pair index or -1
         self._pairs: list[int] = []    # addr0, len0, addr1, len1, ...
         self._epoch = [allocator._epoch]  # the allocator's reset count when _pairs was filled
+        # next_n bumps inside a run: one malloc'd range whose unused tail is [addr, len]
+        # (owned, but not the user's: stats() and owned_bytes leave it out)
+        self._run: memoryview | None = None
+        self._run_addr = 0
+        self._tail = [0, 0]
+        debug = getattr(allocator, "debug", False)
+        self._run_size = 0 if debug else _FIRST_RUN  # debug: one malloc per next_n, tracked
         origin = None
-        if getattr(allocator, "debug", False):
+        if debug:
             origin = "".join(traceback.format_stack(limit=8)[:-1])
         self._finalizer = weakref.finalize(
-            self, _free_owned, allocator, self._pairs, self._epoch, origin
+            self, _free_owned, allocator, self._pairs, self._epoch, origin, self._tail
         )
 
     # -- owned segments -----------------------------------------------------
 
     def next_n(self, n: int) -> memoryview:
-        """Malloc ``n`` bytes, append them as an owned segment and return them (writable).
+        """``n`` fresh bytes, appended as an owned segment and returned (writable).
+
+        Consecutive calls bump through a *run*: one native range reserved at a
+        time (4 KiB, doubling up to 256 KiB, or exactly ``n`` when larger), so a
+        burst of small buffers costs one native call per run. ``recycle`` gives
+        back the pieces and the run's unused tail in one batch.
 
         Raises:
             ValueError: ``n`` is negative.
+            TypeError: ``n`` is not an int.
             MemoryLimitError: the allocator cannot grow.
         """
-        view, addr = self.allocator._malloc_addr(n)
-        self._append_owned(view, addr)
-        return view
+        tail = self._tail
+        if type(n) is int and 0 < n <= tail[1]:
+            addr = tail[0]
+            tail[0] = addr + n
+            tail[1] -= n
+            off = addr - self._run_addr
+            view = self._run[off : off + n]    # type: ignore[index]
+            pairs = self._pairs
+            self._own.append(len(pairs) >> 1)
+            pairs += (addr, n)
+            self._segs.append(view)
+            self._size += n
+            return view
+        return self._next_run(n)
+
+    def _next_run(self, n: int) -> memoryview:
+        """next_n when the run cannot serve ``n``: give its tail back, reserve a new one."""
+        alloc = self.allocator
+        size = self._run_size
+        if not size or type(n) is not int or n <= 0 or n >= size:
+            view, addr = alloc._malloc_addr(n)    # exact: debug, empty, large or bad n
+            self._append_owned(view, addr)
+            return view
+        tail = self._tail
+        if tail[1]:
+            if self._epoch[0] == alloc._epoch:
+                alloc._free_batch(tail[:])
+            tail[:] = [0, 0]
+            self._run = None
+        run, addr = alloc._malloc_addr(size)
+        self._run_size = min(2 * size, _MAX_RUN)
+        self._append_owned(run[:n], addr)
+        self._run, self._run_addr = run, addr
+        tail[:] = [addr + n, size - n]
+        alloc._track_tail(self)
+        return self._segs[-1]
+
+    def _drop_run(self) -> None:
+        """The allocator was reset: the run is gone (nothing to free)."""
+        self._tail[:] = [0, 0]
+        self._run = None
+
+    def _tail_bytes(self) -> int:
+        """Bytes reserved in the run and not handed out (0 once the allocator was reset)."""
+        return self._tail[1] if self._epoch[0] == self.allocator._epoch else 0
 
     def push_owned(self, view: Any) -> None:
         """Take ownership of ``view``, which was malloc'd from this allocator.
@@ -480,6 +542,8 @@ class RecyclableMemory(Memory):
     def _append_owned(self, view: memoryview, addr: int) -> None:
         if self._epoch[0] != self.allocator._epoch:    # reset since: older ranges are gone
             self._pairs[1::2] = [0] * (len(self._pairs) // 2)
+            self._tail[:] = [0, 0]
+            self._run = None
             self._epoch[0] = self.allocator._epoch
         n = len(view)
         if n:
@@ -498,7 +562,12 @@ class RecyclableMemory(Memory):
                 and the Memory is left as it was.
         """
         live = _live_pairs(self._pairs, self._epoch, self.allocator)
+        tail = self._tail
+        if tail[1] and self._epoch[0] == self.allocator._epoch:
+            live += tail                      # the run's unused tail, in the same batch
         self.allocator._free_batch(live)
+        tail[:] = [0, 0]
+        self._run = None
         self._pairs.clear()
         self._own.clear()
         Memory.clear(self)

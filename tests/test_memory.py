@@ -193,8 +193,41 @@ def test_recycle_is_one_native_call(alloc: Allocator, monkeypatch: pytest.Monkey
     rm = RecyclableMemory(alloc)
     for n in (1, 20, 300, 4000):
         rm.next_n(n)
+    calls.clear()                 # next_n gave back a run's tail when 4000 did not fit
     rm.recycle()
-    assert calls == [8] and alloc.stats().in_use == 0
+    assert len(calls) == 1 and alloc.stats().in_use == 0   # the pieces and the tail at once
+
+
+def test_next_n_bumps_inside_runs(alloc: Allocator) -> None:
+    """A burst of small next_n calls costs one native malloc per run, and stats() stays
+    exact between calls (a run's unused tail is not counted as in use)."""
+    rm = RecyclableMemory(alloc)
+    before = alloc.stats().mallocs
+    views = [rm.next_n(100) for _ in range(40)]           # 4000 bytes: one 4 KiB run
+    assert alloc.stats().mallocs - before == 1
+    assert alloc.stats().in_use == 4000 == rm.owned_bytes
+    for i, v in enumerate(views):
+        v[:] = bytes([i]) * 100
+    assert rm.to_bytes() == b"".join(bytes([i]) * 100 for i in range(40))
+    big = rm.next_n(1 << 20)                              # larger than a run: exact
+    assert len(big) == 1 << 20 and alloc.stats().in_use == 4000 + (1 << 20)
+    rm.recycle()
+    assert alloc.stats().in_use == 0
+    alloc.check()
+
+
+def test_next_n_after_reset_forgets_the_old_run(alloc: Allocator) -> None:
+    rm = RecyclableMemory(alloc)
+    rm.next_n(10)
+    alloc.reset()
+    v = rm.next_n(10)                 # the old run is gone: a new one, owned again
+    v[:] = b"x" * 10
+    assert alloc.stats().in_use == 10 == rm.owned_bytes
+    rm.next_n(5000)
+    assert alloc.stats().in_use == 5010
+    rm.recycle()                      # frees only what the new epoch owns
+    assert alloc.stats().in_use == 0
+    alloc.check()
 
 
 def test_push_owned_refuses_foreign(alloc: Allocator) -> None:
