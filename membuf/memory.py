@@ -429,7 +429,7 @@ class RecyclableMemory(Memory):
     """
 
     __slots__ = ("allocator", "_own", "_pairs", "_epoch", "_finalizer", "_run", "_run_addr",
-                 "_tail", "_run_size")
+                 "_tail", "_run_size", "_refs")
 
     def __init__(self, allocator: Allocator) -> None:
         super().__init__()
@@ -442,6 +442,7 @@ class RecyclableMemory(Memory):
         self._run: memoryview | None = None
         self._run_addr = 0
         self._tail = [0, 0]
+        self._refs = 1                 # holders: retain() adds one, recycle() takes one
         debug = getattr(allocator, "debug", False)
         self._run_size = 0 if debug else _FIRST_RUN  # debug: one malloc per next_n, tracked
         origin = None
@@ -467,7 +468,7 @@ class RecyclableMemory(Memory):
             MemoryLimitError: the allocator cannot grow.
         """
         tail = self._tail
-        if type(n) is int and 0 < n <= tail[1]:
+        if type(n) is int and 0 < n <= tail[1]:     # (a run exists only while refs > 0)
             addr = tail[0]
             tail[0] = addr + n
             tail[1] -= n
@@ -535,11 +536,13 @@ class RecyclableMemory(Memory):
 
     def _hold(self, view: memoryview) -> None:
         """Append a view of stream-owned bytes (an auto chunk's): recycle drops it."""
+        self._refs = self._refs or 1
         self._own.append(_HELD)
         self._segs.append(view)
         self._size += len(view)
 
     def _append_owned(self, view: memoryview, addr: int) -> None:
+        self._refs = self._refs or 1          # usable again after the last recycle
         if self._epoch[0] != self.allocator._epoch:    # reset since: older ranges are gone
             self._pairs[1::2] = [0] * (len(self._pairs) // 2)
             self._tail[:] = [0, 0]
@@ -554,13 +557,46 @@ class RecyclableMemory(Memory):
         self._segs.append(view)
         self._size += n
 
-    def recycle(self) -> None:
-        """Free every owned byte (one native call), then clear.
+    def retain(self) -> RecyclableMemory:
+        """One more holder: the bytes stay until every holder has called :meth:`recycle`.
+
+        This is how one received frame goes to N consumers without a copy (Netty's
+        ``retain``, a clone of Rust's ``Bytes``): retain once per extra consumer,
+        and each consumer recycles once. Returns ``self``. Counts are not
+        thread-safe: retain and recycle one object from one thread (or under a lock).
 
         Raises:
-            FreeError: an owned range was already freed elsewhere; nothing is freed
-                and the Memory is left as it was.
+            FreeError: the object was already recycled by its last holder.
         """
+        if self._refs <= 0:
+            raise FreeError(
+                "retain of a RecyclableMemory whose last holder already recycled it; "
+                "retain before handing it on, not after"
+            )
+        self._refs += 1
+        return self
+
+    @property
+    def refcount(self) -> int:
+        """How many holders still have to :meth:`recycle` (0 once the bytes are given back)."""
+        return self._refs
+
+    def recycle(self) -> None:
+        """One holder less; the last one frees every owned byte (one native call) and clears.
+
+        Recycling an object whose last holder already recycled it does nothing,
+        as a second ``close()`` would not; a new ``next_n``/``push`` makes it
+        usable again, with one holder.
+
+        Raises:
+            FreeError: an owned range was already freed elsewhere; nothing is freed,
+                the Memory and its count are left as they were.
+        """
+        if self._refs > 1:
+            self._refs -= 1
+            return
+        if self._refs == 0 and not self._segs and not self._pairs and not self._tail[1]:
+            return
         live = _live_pairs(self._pairs, self._epoch, self.allocator)
         tail = self._tail
         if tail[1] and self._epoch[0] == self.allocator._epoch:
@@ -571,6 +607,7 @@ class RecyclableMemory(Memory):
         self._pairs.clear()
         self._own.clear()
         Memory.clear(self)
+        self._refs = 0
 
     @property
     def owned_bytes(self) -> int:
@@ -590,12 +627,14 @@ class RecyclableMemory(Memory):
 
     def push(self, *segments: Any) -> None:
         views = [as_view(s) for s in segments]
+        self._refs = self._refs or 1
         self._segs.extend(views)
         self._own.extend([-1] * len(views))
         self._size += sum(map(len, views))
 
     def extend(self, other: Memory) -> None:
         super().extend(other)
+        self._refs = self._refs or 1
         self._own.extend([-1] * len(other._segs))
 
     def clear(self) -> None:

@@ -13,6 +13,7 @@ import warnings
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from splitting import SPLITS, memory_split, split
 
 from membuf import Allocator, FreeError, Memory, RecyclableMemory
@@ -356,4 +357,81 @@ def test_finalizer_after_reset_frees_nothing_new() -> None:
     rm2.next_n(20)                     # owned after the reset: only this one is freed
     assert rm2.owned_bytes == 20
     rm2.recycle()
+    assert a.stats().in_use == 0
+
+
+# -- shared frames: retain / recycle / refcount --------------------------------------
+
+
+class RetainModel(RuleBasedStateMachine):
+    """Holders of one RecyclableMemory against a counter: the bytes stay (unchanged)
+    while any holder is left, and in_use drops to 0 exactly at the last recycle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = Allocator()
+        self.rm = RecyclableMemory(self.a)
+        for i in range(5):
+            self.rm.next_n(300)[:] = bytes([i]) * 300
+        self.rm.push(b"by reference")
+        self.want = b"".join(bytes([i]) * 300 for i in range(5)) + b"by reference"
+        self.holders = 1
+
+    @rule()
+    def retain(self) -> None:
+        if self.holders == 0:
+            with pytest.raises(FreeError):
+                self.rm.retain()
+        else:
+            assert self.rm.retain() is self.rm
+            self.holders += 1
+
+    @rule()
+    def recycle(self) -> None:
+        self.rm.recycle()                     # at 0 a no-op, like a second close()
+        self.holders = max(0, self.holders - 1)
+
+    @invariant()
+    def counts(self) -> None:
+        assert self.rm.refcount == self.holders
+        if self.holders:
+            assert self.a.stats().in_use == 1500 and self.rm.to_bytes() == self.want
+        else:
+            assert self.a.stats().in_use == 0 and len(self.rm) == 0
+
+    def teardown(self) -> None:
+        self.a.check()
+
+
+TestRetainModel = RetainModel.TestCase
+TestRetainModel.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+
+
+def test_fan_out_to_consumers(alloc: Allocator) -> None:
+    """One frame, N consumers: each recycles once, the bytes go after the last."""
+    frame = RecyclableMemory(alloc)
+    frame.next_n(100)[:] = b"f" * 100
+    consumers = [frame.retain() for _ in range(3)]      # 4 holders
+    assert frame.refcount == 4
+    for c in consumers:
+        c.recycle()
+        assert alloc.stats().in_use == 100 and frame.to_bytes() == b"f" * 100
+    frame.recycle()
+    assert frame.refcount == 0 and alloc.stats().in_use == 0
+    frame.next_n(10)                                    # reusable: one holder again
+    assert frame.refcount == 1
+    frame.recycle()
+    assert alloc.stats().in_use == 0
+
+
+def test_forgotten_holders_are_freed_by_the_finalizer() -> None:
+    a = Allocator(debug=True)
+    rm = RecyclableMemory(a)
+    rm.next_n(64)
+    rm.retain()
+    rm.retain()
+    rm.recycle()                                        # two holders forget theirs
+    with pytest.warns(ResourceWarning, match="collected without"):
+        del rm
+        gc.collect()
     assert a.stats().in_use == 0
