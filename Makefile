@@ -76,6 +76,10 @@ bench-deps: $(STAMP)
 	-@if command -v apt-get >/dev/null 2>&1 && ! ldconfig -p | grep -q libjemalloc.so.2; then \
 		(export DEBIAN_FRONTEND=noninteractive; apt-get update -q && apt-get install -y -q libmimalloc2.0 libjemalloc2) >/dev/null 2>&1 \
 		|| echo "mimalloc/jemalloc not installed: the allocator table compares with glibc only"; fi
+	-@if command -v apt-get >/dev/null 2>&1 && ! command -v redis-benchmark >/dev/null 2>&1; then \
+		(export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q redis-tools || \
+		 (apt-get update -q && apt-get install -y -q redis-tools)) >/dev/null 2>&1 \
+		|| echo "redis-benchmark not installed: the RESP row is skipped"; fi
 
 bench: bench-deps benchmarks/alloc_bench
 	$(PY) -m membuf bench
@@ -127,12 +131,16 @@ $(FUZZ_OUT)/fuzz_alloc: fuzz/fuzz_alloc.c $(NATIVE)
 	@mkdir -p $(FUZZ_OUT)
 	clang $(FUZZ_CFLAGS) -o $@ fuzz/fuzz_alloc.c $(NATIVE_SRC) -lpthread
 
-# ---- soak (loopback only, bounded): make soak [SOAK_MINUTES=2 SOAK_CONNECTIONS=500] ----
+# ---- soak (loopback only, bounded): make soak [SOAK_MINUTES=2 SOAK_CONNECTIONS=500 ...] ----
+# Well-behaved frame clients and media publishers next to hostile peers (docs/reliability.md).
 SOAK_MINUTES ?= 2
 SOAK_CONNECTIONS ?= 500
+SOAK_MEDIA ?= 16
+SOAK_HOSTILE ?= 32
 
 soak: $(STAMP)
-	$(PY) fuzz/soak.py --minutes $(SOAK_MINUTES) --connections $(SOAK_CONNECTIONS)
+	[ "$$(ulimit -n)" -ge 4096 ] || ulimit -n 4096 2>/dev/null || true; $(PY) fuzz/soak.py --minutes $(SOAK_MINUTES) \
+		--connections $(SOAK_CONNECTIONS) --media $(SOAK_MEDIA) --hostile $(SOAK_HOSTILE)
 
 # ---- micro-benchmarks: every hot call against its baseline (pytest-benchmark) ---------
 # make bench-micro [MICRO_MAX_TIME=0.5 MICRO_ARGS=...]: benchmarks/micro, one table per group,
