@@ -1,13 +1,21 @@
-/* ns per malloc+free pair: membuf's allocator against glibc (and, when their
- * Debian packages are installed, mimalloc and jemalloc through dlopen), same
- * patterns, same random sequence, one process, one run.
+/* ns per malloc+free pair: membuf's allocator (first-fit, best-fit, good-fit)
+ * against glibc (and, when their Debian packages are installed, mimalloc and
+ * jemalloc through dlopen), same patterns, same random sequence, one process,
+ * one run.
  *
  *   make benchmarks/alloc_bench && ./benchmarks/alloc_bench [scale]
+ *   ./benchmarks/alloc_bench --only CONTENDER ROW ITERS
  *
  * Patterns: pair 32 B; pair 64 KiB; random 16..8192 B with a live set of
  * 1,000 blocks (random replacement); the same with 10,000 and 100,000 live
- * blocks, to show the cost stays flat (O(log n)) as the free-range index grows.
+ * blocks, to show how the cost grows with the free-range index.
  * Every block has its first and last byte touched, as a real user would.
+ *
+ * --only runs one contender (by name) on one row (0-based, in the order of the
+ * table) for exactly ITERS timed pairs, after the row's usual set-up: run it
+ * twice under valgrind --tool=callgrind with ITERS and 2 * ITERS, and the
+ * difference of the instruction counts over ITERS is instructions per pair,
+ * set-up and warm-up cancelled out (benchmarks/suite_alloc.py does that).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <dlfcn.h>
@@ -37,7 +45,7 @@ static void dl_free(void *ctx, void *p, size_t n) { (void)n; ((dl_pair *)ctx)->f
 static double now_ns(void)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);   /* CPU time: the machine is shared */
     return (double)t.tv_sec * 1e9 + (double)t.tv_nsec;
 }
 
@@ -108,12 +116,15 @@ int main(int argc, char **argv)
     long pairs_n = (long)(5e6 * scale), mix_n = (long)(2e6 * scale);
     if (pairs_n < 1000) pairs_n = 1000;
     if (mix_n < 1000) mix_n = 1000;
+    enum { MEMBUF = 3 };    /* the first three contenders are membuf's strategies */
     contender cs[6];
     int n = 0;
     cs[n++] = (contender){"membuf", mb_malloc, mb_free,
                           mb_alloc_new(64 << 10, 4 << 20, 0, MB_FIRST_FIT, 0, 1)};
     cs[n++] = (contender){"membuf-bestfit", mb_malloc, mb_free,
                           mb_alloc_new(64 << 10, 4 << 20, 0, MB_BEST_FIT, 0, 1)};
+    cs[n++] = (contender){"membuf-goodfit", mb_malloc, mb_free,
+                          mb_alloc_new(64 << 10, 4 << 20, 0, MB_GOOD_FIT, 0, 1)};
     cs[n++] = (contender){"glibc", sys_malloc, sys_free, NULL};
     n = add_dl(cs, n, "mimalloc", "libmimalloc.so.2", "mi_malloc", "mi_free");
     n = add_dl(cs, n, "jemalloc", "libjemalloc.so.2", "malloc", "free");
@@ -125,11 +136,31 @@ int main(int argc, char **argv)
         {"random 16..8192 B, 10k live", 1, 10000, mix_n},
         {"random 16..8192 B, 100k live", 1, 100000, mix_n / 2},
     };
+    int nrows = (int)(sizeof rows / sizeof rows[0]);
+    if (argc > 4 && strcmp(argv[1], "--only") == 0) {
+        int who = -1, r = atoi(argv[3]);
+        long iters = atol(argv[4]);
+        for (int i = 0; i < n; i++)
+            if (strcmp(cs[i].name, argv[2]) == 0)
+                who = i;
+        if (who < 0 || r < 0 || r >= nrows || iters < 1) {
+            fprintf(stderr, "alloc_bench --only: no contender %s or row %s (0..%d)\n", argv[2],
+                    argv[3], nrows - 1);
+            return 2;
+        }
+        double ns = rows[r].kind == 0 ? (pair(&cs[who], rows[r].arg, 1000),
+                                         pair(&cs[who], rows[r].arg, iters))
+                                      : random_mix(&cs[who], rows[r].arg, iters);
+        printf("%s, %s: %.1f ns per pair over %ld\n", cs[who].name, rows[r].label, ns, iters);
+        for (int i = 0; i < MEMBUF; i++)
+            mb_alloc_delete(cs[i].ctx);
+        return 0;
+    }
     printf("%-30s", "ns per malloc+free pair");
     for (int i = 0; i < n; i++)
         printf("%16s", cs[i].name);
-    printf("%16s\n", "membuf/glibc");
-    for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++) {
+    printf("%16s%16s\n", "membuf/glibc", "goodfit/glibc");
+    for (int r = 0; r < nrows; r++) {
         double ns[6];
         for (int i = 0; i < n; i++) {     /* warm-up, then the timed run */
             if (rows[r].kind == 0) {
@@ -142,10 +173,10 @@ int main(int argc, char **argv)
         printf("%-30s", rows[r].label);
         for (int i = 0; i < n; i++)
             printf("%16.1f", ns[i]);
-        printf("%16.2f\n", ns[0] / ns[2]);
+        printf("%16.2f%16.2f\n", ns[0] / ns[MEMBUF], ns[2] / ns[MEMBUF]);
         fflush(stdout);
     }
-    mb_alloc_delete(cs[0].ctx);
-    mb_alloc_delete(cs[1].ctx);
+    for (int i = 0; i < MEMBUF; i++)
+        mb_alloc_delete(cs[i].ctx);
     return 0;
 }

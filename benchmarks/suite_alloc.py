@@ -1,9 +1,11 @@
 """Suite part: allocators and the limits that need no socket.
 
-* the C harness ``benchmarks/alloc_bench.c`` (membuf first-fit / best-fit against
-  glibc, and mimalloc / jemalloc through dlopen when their Debian packages are
-  installed), run several times as separate processes; each cell is the median
-  over runs;
+* the C harness ``benchmarks/alloc_bench.c`` (membuf first-fit / best-fit /
+  good-fit against glibc, and mimalloc / jemalloc through dlopen when their
+  Debian packages are installed), run several times as separate processes; each
+  cell is the median over runs; good-fit carries the native targets;
+* instructions per pair of the same harness under callgrind (when valgrind is
+  installed): a count, not a time, so it does not move with the machine's load;
 * Python ``Allocator.malloc`` + ``free`` against ``bytearray(n)``, after
   checking that one pair makes one C call each;
 * the limits: ``memcpy`` bandwidth (``mv[:] = src``) and one empty cffi call.
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,33 +88,105 @@ def c_harness(mode: Mode, prog: Progress) -> Part:
         tables.append(parse_harness(proc.stdout))
         prog.advance()
     patterns = list(tables[0])
-    names = [n for n in tables[0][patterns[0]] if n != "membuf/glibc"]
+    names = [n for n in tables[0][patterns[0]] if "/" not in n]     # not the ratio columns
     if bad := [(p, n, t[p][n]) for t in tables for p in patterns for n in names
                if not t[p][n] > 0]:
         raise CheckError(f"alloc_bench: not a time: {bad[:3]}")
     med = {p: {n: Figure([t[p][n] for t in tables]) for n in names} for p in patterns}
-    head = ["ns per malloc+free pair"] + names + ["glibc/membuf"]
+    head = ["ns per malloc+free pair"] + names + ["glibc/membuf", "glibc/good-fit"]
     rows = []
     for p in patterns:
         rows.append([p] + [f"{fmt(med[p][n].median)} ({fmt(med[p][n].lo)}..{fmt(med[p][n].hi)})"
                            for n in names]
-                    + [f"{med[p]['glibc'].median / med[p]['membuf'].median:.2f}x"])
+                    + [f"{med[p]['glibc'].median / med[p][n].median:.2f}x"
+                       for n in ("membuf", "membuf-goodfit")])
     part.details.append(Detail(
         f"Allocator, C harness (median of {runs} runs at scale {scale}; each run a separate "
         "process; blocks touched at both ends)", head, rows))
-    others = [n for n in names if n not in ("membuf", "membuf-bestfit", "glibc")]
+    others = [n for n in names if n not in ("membuf", "membuf-bestfit", "membuf-goodfit", "glibc")]
     for p in patterns:
         m, g = med[p]["membuf"], med[p]["glibc"]
         note = ", ".join(f"{n} {fmt(med[p][n].median)}" for n in others + ["membuf-bestfit"])
-        target = p.startswith("random") and "1k" in p
         part.rows.append(Row.of(
             "allocator (C)", p, "ns/pair", "membuf first-fit", m, "glibc malloc/free", g,
-            higher_is_better=False, target=1.0 if target else None,
-            target_text="<= glibc" if target else "", note=note))
+            higher_is_better=False, note=note))
+    for p in patterns:
+        gf = med[p]["membuf-goodfit"]
+        for base, target, text in _GOOD_FIT_TARGETS.get(p, [("glibc", None, "")]):
+            if base not in med[p]:
+                continue                                  # mimalloc not installed
+            part.rows.append(Row.of(
+                "allocator (C)", p, "ns/pair", "membuf good-fit", gf, _BASE_FORM[base],
+                med[p][base], higher_is_better=False, target=target, target_text=text,
+                note=f"first-fit {fmt(med[p]['membuf'].median)}"))
     part.data["c_harness"] = {p: {n: med[p][n].median for n in names} for p in patterns}
     part.notes += [f"{lib} not in the C harness ({why})." for lib, why in (
         ("jemalloc", "libjemalloc2 not installed or refused dlopen"),
         ("mimalloc", "libmimalloc2.0 not installed")) if lib not in names]
+    return part
+
+
+# The native targets (docs/benchmarks.md, "Native allocator: good-fit"): per pattern, the
+# baselines good-fit is held against, the ratio it must reach (baseline ns / good-fit ns)
+# and how the target reads. A bar and a goal per pattern; every other pattern has one
+# row against glibc without a target.
+_GOOD_FIT_TARGETS: dict[str, list[tuple[str, float | None, str]]] = {
+    "pair 32 B": [("glibc", 1 / 1.5, "bar <= 1.5x glibc"), ("glibc", 1.0, "goal <= glibc")],
+    "random 16..8192 B, 1k live": [("glibc", 1.0, "bar <= glibc"),
+                                   ("mimalloc", 1 / 1.5, "goal <= 1.5x mimalloc")],
+    "random 16..8192 B, 100k live": [("glibc", 1.0, "bar <= glibc"),
+                                     ("mimalloc", 1.0, "goal <= mimalloc")],
+}
+_BASE_FORM = {"glibc": "glibc malloc/free", "mimalloc": "mimalloc (mi_malloc/mi_free)"}
+
+# callgrind: instructions per pair, for these contenders (when present) and harness rows
+_COUNTED = ("membuf", "membuf-goodfit", "glibc", "mimalloc", "jemalloc")
+_COUNT_ROWS = {0: "pair 32 B", 2: "random 16..8192 B, 1k live", 4: "random 16..8192 B, 100k live"}
+
+
+def _instructions(exe: Path, who: str, row: int, iters: int) -> int:
+    """Instructions one ``alloc_bench --only`` run executes (callgrind's total)."""
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", str(exe), "--only",
+         who, str(row), str(iters)], capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, **_TLS_ENV))
+    m = re.search(r"Collected : (\d+)", proc.stderr)
+    if proc.returncode or not m:
+        raise CheckError(f"callgrind of alloc_bench --only {who} {row} failed: "
+                         f"{proc.stderr[-500:]}")
+    return int(m.group(1))
+
+
+def instruction_counts(mode: Mode, prog: Progress, harness: dict[str, dict[str, float]]) -> Part:
+    """Instructions per malloc+free pair under callgrind: two runs, N and 2N pairs, after
+    the same set-up; the difference over N cancels set-up and warm-up. Deterministic.
+    ``harness`` is the timed table (which contenders this machine has)."""
+    part = Part("allocator (C), instructions")
+    prog.step("allocator C harness under callgrind (instructions per pair)")
+    exe = build_harness()
+    if exe is None or not harness or not shutil.which("valgrind"):
+        part.notes.append("valgrind not installed (or no C harness): no instruction counts.")
+        prog.advance()
+        return part
+    iters = mode.pick(1_000, 20_000, 50_000)
+    rows = mode.pick({0: _COUNT_ROWS[0]}, _COUNT_ROWS, _COUNT_ROWS)
+    present = [n for n in _COUNTED if n in next(iter(harness.values()))]
+    counts: dict[str, dict[str, float]] = {}
+    for row, label in rows.items():
+        counts[label] = {}
+        for who in present:
+            one, two = (_instructions(exe, who, row, k) for k in (iters, 2 * iters))
+            counts[label][who] = (two - one) / iters
+            if not counts[label][who] > 0:
+                raise CheckError(f"callgrind: {who} on {label}: {counts[label][who]} instructions")
+    for label, c in counts.items():
+        note = ", ".join(f"{n} {c[n]:,.0f}" for n in present if n not in ("membuf-goodfit", "glibc"))
+        part.rows.append(Row.of(
+            "allocator (C)", f"{label}, instructions", "instr/pair", "membuf good-fit",
+            c["membuf-goodfit"], "glibc malloc/free", c["glibc"], higher_is_better=False,
+            note=f"{note} (callgrind, {iters:,} pairs)"))
+    part.data["instructions"] = counts
+    prog.advance()
     return part
 
 
@@ -226,8 +301,10 @@ def limits(mode: Mode, prog: Progress) -> Part:
 
 
 def steps(mode: Mode) -> int:
-    return mode.pick(1, 2, 5) + 1 + 3
+    return mode.pick(1, 2, 5) + 1 + 1 + 3
 
 
 def measure(mode: Mode, prog: Progress) -> list[Part]:
-    return [c_harness(mode, prog), python_alloc(mode, prog), limits(mode, prog)]
+    timed = c_harness(mode, prog)
+    return [timed, instruction_counts(mode, prog, timed.data.get("c_harness", {})),
+            python_alloc(mode, prog), limits(mode, prog)]

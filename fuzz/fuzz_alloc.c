@@ -1,9 +1,12 @@
 /* libFuzzer harness for the native allocator (native/alloc.c), with its own model check.
  *
  * Strategy. The input is a script: a few bytes choose the allocator's options
- * (arena size, max arena size, max_bytes, strategy, seed), then every further
+ * (arena size, max arena size, max_bytes, strategy: first-fit, best-fit or
+ * good-fit, seed), then every further
  * group of bytes is one operation: malloc, partial free (prefix, suffix,
- * middle, whole, or a range spanning several live blocks), a free the model
+ * middle, whole, or a range spanning several live blocks), a malloc whose tail
+ * is given back at once in one or more pieces, as a stream's receive chunk is
+ * (good-fit's fast path for a suffix of the last malloc), a free the model
  * says must be refused (double, overlapping, foreign, past an arena's end),
  * a batch free with or without one bad item, owns, trim, reset, borrow.
  *
@@ -256,6 +259,39 @@ static void op_malloc(mb_alloc *a, model *m, input *in, uint8_t fill)
     model_add(m, (uintptr_t)p, n, fill);
 }
 
+/* malloc, then give back tails of the new block at once: each cut frees [cut, end) of
+ * what is left; a repeat of a tail just freed, or a tail reaching past it, must be
+ * refused as a double free, and a tail of a block malloc'd before may be freed too. */
+static void op_malloc_tails(mb_alloc *a, model *m, input *in, uint8_t fill)
+{
+    int before = m->count;
+    op_malloc(a, m, in, fill);
+    if (m->count == before)
+        return;                 /* nothing new (failed, or given straight back) */
+    block bl = m->b[m->count - 1];
+    uintptr_t end = bl.s + bl.n;
+    for (unsigned cuts = 1 + u8(in) % 3; cuts-- && end > bl.s;) {
+        size_t keep = (size_t)(u32(in) % (end - bl.s));     /* 0: the whole rest */
+        uintptr_t s = bl.s + keep;
+        int r = mb_alloc_free(a, (void *)s, end - s);
+        if (r < 0)
+            FAIL("free of a tail [%zu, %zu) of a fresh %zu-byte block refused with %d", keep,
+                 (size_t)(end - bl.s), bl.n, r);
+        model_remove(m, s, end - s);
+        unsigned again = u8(in) % 4;
+        if (again < 2) {        /* the same tail, or a range from inside it past its end */
+            uintptr_t t = again ? s + (end - s) / 2 : s;
+            int want = expected_free(a, m, t, end - t + again);
+            if (want == 0)
+                FAIL("a tail just freed counts as live");
+            int got = mb_alloc_free(a, (void *)t, end - t + again);
+            if (got != want)
+                FAIL("second free of a tail returned %d, expected %d", got, want);
+        }
+        end = s;
+    }
+}
+
 /* A range inside or around live block i: whole, prefix, suffix, middle, or beyond it. */
 static void pick_range(const model *m, input *in, uintptr_t *s, size_t *n)
 {
@@ -431,7 +467,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t max_arena = arena << (u8(&in) % 4);
     unsigned cap = u8(&in);
     size_t max_bytes = cap < 128 ? 0 : (size_t)(cap - 127) * 16384;  /* none, or 16 KiB .. 2 MiB */
-    int strategy = u8(&in) & 1 ? MB_BEST_FIT : MB_FIRST_FIT;
+    static const int strategies[3] = {MB_FIRST_FIT, MB_BEST_FIT, MB_GOOD_FIT};
+    int strategy = strategies[u8(&in) % 3];
     mb_alloc *a = mb_alloc_new(arena, max_arena, max_bytes, strategy, 0, u32(&in));
     if (!a)
         FAIL("mb_alloc_new refused valid options");
@@ -440,8 +477,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         unsigned op = u8(&in) % 16;
         const char *name = "?";
         if (op < 6) {
-            name = "malloc";
-            op_malloc(a, &m, &in, fill);
+            name = op < 5 ? "malloc" : "malloc and free tails";
+            if (op < 5)
+                op_malloc(a, &m, &in, fill);
+            else
+                op_malloc_tails(a, &m, &in, fill);
             fill = (uint8_t)(fill * 5 + 3) | 1;   /* never 0: freshly mapped pages are zero */
         } else if (op < 10) {
             name = "free";

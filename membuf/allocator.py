@@ -41,7 +41,7 @@ _core._bind(int(ffi.cast("uintptr_t", lib.mb_core_api_table())), FreeError, Memo
 
 __all__ = ["Allocator", "AllocatorStats"]
 
-_STRATEGIES = {"first-fit": lib.MB_FIRST_FIT, "best-fit": lib.MB_BEST_FIT}
+_STRATEGIES = {"first-fit": lib.MB_FIRST_FIT, "best-fit": lib.MB_BEST_FIT, "good-fit": lib.MB_GOOD_FIT}
 _from_buffer = ffi.from_buffer
 # free() result codes beyond the native ones (native/core/heap.c)
 _ENOTBUFFER, _ENOTCONTIG, _ERELEASED, _EAUTO = -100, -101, -102, -103

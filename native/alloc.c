@@ -14,6 +14,31 @@
  * may be adjacent in the address space; their ranges are never merged), so
  * "no two free ranges touch inside an arena" is an invariant.
  *
+ * Strategies pick the range a malloc carves from (always from its front):
+ * first-fit the lowest address, best-fit the smallest range (the index's own
+ * searches, O(log n)); good-fit keeps every free range also on the list of its
+ * size class (sizeclass.c, TLSF-style bitmaps) and takes the head of the first
+ * class whose every range fits: O(1), falling back to the index's first-fit
+ * only when those classes are empty, so that no request fails while a range
+ * fits. The range_* helpers below change the index and the class lists
+ * together; the index alone still decides every free, with one exception that
+ * is a proof rather than a search:
+ *
+ *   The last malloc. Good-fit remembers the bytes its last malloc carved, the
+ *   node they came from (which now starts right after them) and the
+ *   generation `gen`, which every change of the free ranges bumps. While gen
+ *   is unchanged, nothing was freed or carved since, so a free of a suffix of
+ *   those bytes is legal and merges into that node, exactly as the index
+ *   would decide: no search. A malloc given back at once, or a receive
+ *   chunk's unused tail (free_rest), costs O(1). And when all of those bytes
+ *   came back that way, the state is what it was at that malloc, so the same
+ *   malloc again gets the same answer without asking the classes: a
+ *   malloc/free pair repeated is a replay.
+ *
+ * The owner of an address is found through a small cache of the arena each
+ * 64 KiB granule belonged to last time (locate), checked against that arena's
+ * bounds, so a stale entry only costs the binary search.
+ *
  * Growth: when nothing fits, release empty arenas, then map one of at least
  * twice the last regular size (capped at max_arena_size) and at least the
  * request; a request above max_arena_size gets a dedicated arena of its own.
@@ -48,6 +73,15 @@
 #include "lock.h"
 #include "os.h"
 #include "region.h"
+#include "sizeclass.h"
+
+/* The arena cache: which arena held an address of each 64 KiB granule, last time. */
+#define SEEN_BITS 9
+#define SEEN_SHIFT 16
+
+/* The bodies of malloc and free, inlined into each entry point (gcc and clang): a call
+ * and its register saves are a tenth of a malloc/free pair on the fast paths. */
+#define HOT_PATH static inline __attribute__((always_inline))
 
 #define MAX_ID ((UINT64_C(1) << (63 - MB_ID_SHIFT)) - 1)
 #define MAX_REQUEST ((UINT64_C(1) << MB_ID_SHIFT) - 1)
@@ -64,8 +98,20 @@ typedef struct arena {
 struct mb_alloc {
     mb_lock lock;
     mb_index ix;
+    mb_sizeclass *sc;   /* good-fit: the size-class lists in front of ix; NULL otherwise */
     arena *arenas;      /* sorted by base */
     size_t narenas, cap;
+    size_t nempty;      /* arenas with nothing allocated (used == 0) */
+    uint16_t seen[1 << SEEN_BITS];  /* arena cache (locate): an arena index, or junk */
+    uint64_t gen;       /* bumped by every change of the free ranges (range_*, reset) */
+    struct {            /* good-fit: the last malloc, [start, end) carved from the front of */
+        uintptr_t start, end;   /* node `node` in arena `arena`; meaningful while node != 0 */
+        uint32_t node;          /* and gen is still the generation it was taken at */
+        long arena;
+        uint64_t gen;
+        size_t len0, n;         /* the node's length before that malloc; its size */
+        int moved;              /* the node changed lists since */
+    } hot;
     size_t arena_size, max_arena_size, max_bytes, last_size;
     int strategy, hugepages;
     uint64_t next_id;
@@ -79,23 +125,105 @@ struct mb_alloc {
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
+/* ---- free ranges: the index and, for good-fit, the class lists together ------ */
+
+/* A new free range; its node, or 0 when out of memory (nothing changed). */
+static uint32_t range_insert(mb_alloc *a, uintptr_t start, size_t len)
+{
+    a->gen++;
+    uint32_t x = mb_index_insert_node(&a->ix, start, len);
+    if (x && a->sc)
+        mb_sc_link(a->sc, &a->ix, x);
+    return x;
+}
+
+/* The same between the neighbours mb_index_neighbours just found for start. */
+static uint32_t range_insert_between(mb_alloc *a, uintptr_t start, size_t len, uint32_t pred,
+                                     uint32_t succ)
+{
+    a->gen++;
+    uint32_t x = mb_index_insert_between(&a->ix, start, len, pred, succ);
+    if (x && a->sc)
+        mb_sc_link(a->sc, &a->ix, x);
+    return x;
+}
+
+/* Node x covers [start, start+len) now (the address order is kept). */
+static void range_set(mb_alloc *a, uint32_t x, uintptr_t start, size_t len)
+{
+    size_t old = a->ix.n[x].len;
+    a->gen++;
+    mb_index_set(&a->ix, x, start, len);
+    if (a->sc)
+        mb_sc_moved(a->sc, &a->ix, x, old);
+}
+
+/* The same for a range that only grew (a free merged into it): the fast path. */
+static inline void range_grow(mb_alloc *a, uint32_t x, uintptr_t start, size_t len)
+{
+    size_t old = a->ix.n[x].len;
+    a->gen++;
+    if (a->ix.by_size)
+        mb_index_set(&a->ix, x, start, len);
+    else
+        mb_index_grow(&a->ix, x, start, len);
+    if (a->sc)
+        mb_sc_moved(a->sc, &a->ix, x, old);
+}
+
+static void range_remove(mb_alloc *a, uint32_t x)
+{
+    a->gen++;
+    if (a->sc)
+        mb_sc_unlink(a->sc, &a->ix, x);
+    mb_index_remove_node(&a->ix, x);
+}
+
 /* ---- arena table ----------------------------------------------------------- */
 
-/* Index of the arena holding addr, or -1. */
+/* Index of the arena holding addr, or -1. A binary search without branches (the
+ * halving selects with a conditional move): every malloc and free makes one. */
 static long find_arena(const mb_alloc *a, uintptr_t addr)
 {
-    size_t lo = 0, hi = a->narenas;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        if (a->arenas[mid].base <= addr)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    if (lo == 0)
+    size_t n = a->narenas;
+    if (!n)
         return -1;
-    const arena *ar = &a->arenas[lo - 1];
-    return addr - ar->base < ar->size ? (long)(lo - 1) : -1;
+    const arena *lo = a->arenas;    /* the last arena with base <= addr, if any is */
+    while (n > 1) {
+        size_t half = n / 2;
+        lo = lo[half].base <= addr ? lo + half : lo;
+        n -= half;
+    }
+    return addr - lo->base < lo->size ? (long)(lo - a->arenas) : -1;
+}
+
+/* find_arena for malloc and free: first the arena that held an address of addr's 64 KiB
+ * granule last time. Any entry is safe: arenas never overlap, so an arena that holds
+ * addr is the answer, and an entry that is stale (arenas come and go, indices shift)
+ * or out of range just costs the search. */
+static inline long locate(mb_alloc *a, uintptr_t addr)
+{
+    uint16_t *slot = &a->seen[(addr >> SEEN_SHIFT) & ((1u << SEEN_BITS) - 1)];
+    size_t i = *slot;
+    if (i < a->narenas && addr - a->arenas[i].base < a->arenas[i].size)
+        return (long)i;
+    long ai = find_arena(a, addr);
+    if (ai >= 0)
+        *slot = (uint16_t)ai;      /* past 65535 arenas a truncated index: only a miss */
+    return ai;
+}
+
+/* Account n bytes allocated in / given back to arena ar, keeping nempty exact. */
+static inline void arena_take(mb_alloc *a, arena *ar, size_t n)
+{
+    a->nempty -= !ar->used;
+    ar->used += n;
+}
+
+static inline void arena_give(mb_alloc *a, arena *ar, size_t n)
+{
+    ar->used -= n;
+    a->nempty += !ar->used;
 }
 
 static int id_in_use(const mb_alloc *a, uint64_t id)
@@ -128,7 +256,7 @@ static int add_arena(mb_alloc *a, size_t size, int dedicated)
     if (!rg)
         return MB_ENOMEM;
     void *p = (void *)rg->base;
-    if (mb_index_insert(&a->ix, (uintptr_t)p, size) < 0) {
+    if (!range_insert(a, (uintptr_t)p, size)) {
         mb_region_release(rg);
         return MB_ENOMEM;
     }
@@ -139,6 +267,7 @@ static int add_arena(mb_alloc *a, size_t size, int dedicated)
     }
     a->arenas[i] = (arena){rg, (uintptr_t)p, size, 0, fresh_id(a), dedicated};
     a->narenas++;
+    a->nempty++;
     a->reserved += size;
     return 0;
 }
@@ -146,10 +275,13 @@ static int add_arena(mb_alloc *a, size_t size, int dedicated)
 static void release_arena(mb_alloc *a, size_t i)
 {
     arena ar = a->arenas[i];
-    mb_index_remove(&a->ix, ar.base);   /* an empty arena is exactly one free range */
+    uint32_t x = mb_index_find(&a->ix, ar.base);
+    MB_ASSERT(x && a->ix.n[x].len == ar.size);  /* an empty arena is exactly one free range */
+    range_remove(a, x);
     mb_region_release(ar.region);       /* unmapped now, or when its last chunk goes */
     memmove(&a->arenas[i], &a->arenas[i + 1], (a->narenas - i - 1) * sizeof(arena));
     a->narenas--;
+    a->nempty--;
     a->reserved -= ar.size;
 }
 
@@ -170,6 +302,15 @@ static int release_empties(mb_alloc *a, int keep_spare)
         }
     }
     return released;
+}
+
+/* After a free emptied arena ai: the spare policy, when there is something to release
+ * (a dedicated arena, or a second empty one). */
+static int after_emptied(mb_alloc *a, long ai)
+{
+    if (a->nempty == 1 && !a->arenas[ai].dedicated)
+        return 0;                   /* it is the one spare kept */
+    return release_empties(a, 1);
 }
 
 static int grow(mb_alloc *a, size_t n)
@@ -206,12 +347,17 @@ mb_alloc *mb_alloc_new(size_t arena_size, size_t max_arena_size, size_t max_byte
                        int strategy, int hugepages, uint32_t seed)
 {
     if (arena_size == 0 || max_arena_size < arena_size || arena_size > MAX_REQUEST ||
-        (strategy != MB_FIRST_FIT && strategy != MB_BEST_FIT))
+        (strategy != MB_FIRST_FIT && strategy != MB_BEST_FIT && strategy != MB_GOOD_FIT))
         return NULL;
     mb_alloc *a = calloc(1, sizeof *a);
     if (!a)
         return NULL;
+    if (strategy == MB_GOOD_FIT && !(a->sc = calloc(1, sizeof *a->sc))) {
+        free(a);
+        return NULL;
+    }
     if (mb_index_init(&a->ix, strategy == MB_BEST_FIT, seed) < 0) {
+        free(a->sc);
         free(a);
         return NULL;
     }
@@ -237,35 +383,103 @@ void mb_alloc_delete(mb_alloc *a)
     free(a->arenas);
     free(a->scratch);
     mb_index_destroy(&a->ix);
+    free(a->sc);
     free(a);
 }
 
 /* ---- malloc / free ------------------------------------------------------- */
 
-static uintptr_t take(mb_alloc *a, size_t n)
+/* Good-fit: the head of the first size class that guarantees a fit, else (those
+ * classes empty) the index's lowest fitting range; carve n from its front. */
+static inline uintptr_t take_good_fit(mb_alloc *a, size_t n)
 {
+    uint32_t x = mb_sc_find(a->sc, n);
+    if (!x && !(x = mb_index_first_fit(&a->ix, n)))
+        return 0;
+    uintptr_t s = a->ix.n[x].start;
+    size_t len = a->ix.n[x].len;
+    MB_ASSERT(len >= n);
+    if (len == n) {
+        range_remove(a, x);
+        a->hot.node = 0;
+    } else {
+        a->gen++;
+        mb_index_shrink(&a->ix, x, s + n, len - n);
+        a->hot.moved = mb_sc_moved(a->sc, &a->ix, x, len);
+        a->hot.node = x;            /* malloc_locked records the rest */
+        a->hot.len0 = len;
+        a->hot.n = n;
+    }
+    return s;
+}
+
+static inline uintptr_t take(mb_alloc *a, size_t n)
+{
+    if (a->sc)
+        return take_good_fit(a, n);
     return a->strategy == MB_BEST_FIT ? mb_index_take_best_fit(&a->ix, n)
                                       : mb_index_take_first_fit(&a->ix, n);
 }
 
-/* Carve n bytes, growing when nothing fits; the caller holds the lock. */
-static uintptr_t malloc_locked(mb_alloc *a, size_t n, arena **where, int *err)
+/* Nothing fits n: grow and carve, or count a failure; the caller holds the lock. */
+static uintptr_t malloc_cold(mb_alloc *a, size_t n, int *err)
 {
-    uintptr_t s = n > MAX_REQUEST ? 0 : take(a, n);
+    int g = n > MAX_REQUEST ? MB_ELIMIT : grow(a, n);
+    uintptr_t s = g == 0 ? take(a, n) : 0;
     if (!s) {
-        int g = n > MAX_REQUEST ? MB_ELIMIT : grow(a, n);
-        if (g == 0)
-            s = take(a, n);
-        if (!s) {
-            a->failed++;
-            *err = g ? g : MB_ENOMEM;
-            return 0;
-        }
+        a->failed++;
+        *err = g ? g : MB_ENOMEM;
     }
-    long ai = find_arena(a, s);
+    return s;
+}
+
+/* Good-fit, the same malloc as the last one, whose bytes have all come back since
+ * (free_hot) with nothing else changed: the free ranges and the lists are exactly as
+ * they were then, so the same request gets the same answer, the front of the same
+ * node, which stays on its list as it did then. No class search, no arena search. */
+static inline int malloc_again(const mb_alloc *a, size_t n)
+{
+    return a->hot.node && a->hot.gen == a->gen && a->hot.end == a->hot.start &&
+           !a->hot.moved && n == a->hot.n;
+}
+
+static inline uintptr_t malloc_replay(mb_alloc *a, size_t n, arena **where)
+{
+    uint32_t x = a->hot.node;
+    uintptr_t s = a->hot.start;
+    MB_ASSERT(a->ix.n[x].start == s && a->ix.n[x].len == a->hot.len0);
+    a->gen++;
+    mb_index_shrink(&a->ix, x, s + n, a->hot.len0 - n);
+    a->hot.end = s + n;
+    a->hot.gen = a->gen;
+    arena *ar = &a->arenas[a->hot.arena];
+    arena_take(a, ar, n);
+    a->in_use += n;
+    if (a->in_use > a->peak_in_use)
+        a->peak_in_use = a->in_use;
+    a->mallocs++;
+    *where = ar;
+    return s;
+}
+
+/* Carve n bytes, growing when nothing fits; the caller holds the lock. */
+HOT_PATH uintptr_t malloc_locked(mb_alloc *a, size_t n, arena **where, int *err)
+{
+    if (malloc_again(a, n))
+        return malloc_replay(a, n, where);
+    uintptr_t s = n > MAX_REQUEST ? 0 : take(a, n);
+    if (!s && !(s = malloc_cold(a, n, err)))
+        return 0;
+    long ai = locate(a, s);
     MB_ASSERT(ai >= 0);             /* the index only holds ranges inside arenas */
     arena *ar = &a->arenas[ai];
-    ar->used += n;
+    arena_take(a, ar, n);
+    if (a->hot.node) {
+        a->hot.start = s;
+        a->hot.end = s + n;
+        a->hot.arena = ai;
+        a->hot.gen = a->gen;
+    }
     a->in_use += n;
     if (a->in_use > a->peak_in_use)
         a->peak_in_use = a->in_use;
@@ -339,10 +553,29 @@ static int refuse(mb_alloc *a, int code, uintptr_t s, size_t n, long ai, uint32_
     return code;
 }
 
-/* Free one range without releasing arenas; 0 or an error (state unchanged). */
-static int free_one(mb_alloc *a, uintptr_t s, size_t n, long *arena_out)
+/* Free a suffix [s, hot.end) of the last malloc while nothing changed since (the caller
+ * checked): those bytes are allocated, the range they were carved from still starts at
+ * hot.end, and the bytes before them are allocated or lie in another arena, so freeing
+ * them is legal and gives them back to that range, exactly as the index would. */
+static inline void free_hot(mb_alloc *a, uintptr_t s, size_t n)
 {
-    long ai = find_arena(a, s);
+    uint32_t x = a->hot.node;
+    size_t old = a->ix.n[x].len;
+    MB_ASSERT(a->ix.n[x].start == s + n);
+    a->gen++;
+    mb_index_grow(&a->ix, x, s, old + n);
+    if (s != a->hot.start || a->hot.moved)
+        a->hot.moved |= mb_sc_moved(a->sc, &a->ix, x, old);
+    else    /* the whole malloc is back: the node is as before it, on the list it was on */
+        MB_ASSERT(old + n == a->hot.len0);
+    a->hot.end = s;
+    a->hot.gen = a->gen;
+}
+
+/* free_one for every range but a suffix of the last malloc: the index decides. */
+static int free_cold(mb_alloc *a, uintptr_t s, size_t n, long *arena_out)
+{
+    long ai = locate(a, s);
     if (ai < 0)
         return refuse(a, MB_EFOREIGN, s, n, -1, 0);
     arena *ar = &a->arenas[ai];
@@ -360,16 +593,31 @@ static int free_one(mb_alloc *a, uintptr_t s, size_t n, long *arena_out)
     int right = q && qn->start == end && end != ar->base + ar->size;
     if (left && right) {
         size_t merged = pn->len + n + qn->len;
-        mb_index_remove_node(&a->ix, q);
-        mb_index_set(&a->ix, p, a->ix.n[p].start, merged);
+        range_remove(a, q);
+        range_grow(a, p, a->ix.n[p].start, merged);
     } else if (left) {
-        mb_index_set(&a->ix, p, pn->start, pn->len + n);
+        range_grow(a, p, pn->start, pn->len + n);
     } else if (right) {
-        mb_index_set(&a->ix, q, s, qn->len + n);
-    } else if (mb_index_insert(&a->ix, s, n) < 0) {
+        range_grow(a, q, s, qn->len + n);
+    } else if (!range_insert_between(a, s, n, p, q)) {
         return refuse(a, MB_ENOMEM, s, n, ai, 0);
     }
-    ar->used -= n;
+    arena_give(a, ar, n);
+    a->in_use -= n;
+    a->frees++;
+    *arena_out = ai;
+    return 0;
+}
+
+/* Free one range without releasing arenas; 0 or an error (state unchanged). */
+HOT_PATH int free_one(mb_alloc *a, uintptr_t s, size_t n, long *arena_out)
+{
+    if (!(a->hot.node && a->hot.gen == a->gen && s - a->hot.start < a->hot.end - a->hot.start &&
+          s + n == a->hot.end))
+        return free_cold(a, s, n, arena_out);
+    long ai = a->hot.arena;
+    free_hot(a, s, n);
+    arena_give(a, &a->arenas[ai], n);
     a->in_use -= n;
     a->frees++;
     *arena_out = ai;
@@ -381,20 +629,21 @@ static void unfree(mb_alloc *a, uintptr_t s, size_t n)
 {
     uint32_t p, q;
     mb_index_neighbours(&a->ix, s, &p, &q);
+    MB_ASSERT(p && a->ix.n[p].start <= s);  /* the range holding [s, s+n) */
     uintptr_t ps = a->ix.n[p].start, pe = ps + a->ix.n[p].len;
     if (ps < s)
-        mb_index_resize(&a->ix, ps, ps, s - ps);
+        range_set(a, p, ps, s - ps);
     else
-        mb_index_remove(&a->ix, ps);
+        range_remove(a, p);
     if (s + n < pe) {
         /* cannot fail: free_one took at most one node, and undoing it gives one back */
-        int inserted = mb_index_insert(&a->ix, s + n, pe - (s + n));
-        MB_ASSERT(inserted == 0);
+        uint32_t inserted = range_insert(a, s + n, pe - (s + n));
+        MB_ASSERT(inserted != 0);
         (void)inserted;
     }
     long ai = find_arena(a, s);
     MB_ASSERT(ai >= 0);
-    a->arenas[ai].used += n;
+    arena_take(a, &a->arenas[ai], n);
     a->in_use += n;
     a->frees--;
 }
@@ -407,7 +656,7 @@ int mb_alloc_free(mb_alloc *a, const void *p, size_t n)
     long ai;
     int r = free_one(a, (uintptr_t)p, n, &ai);
     if (r == 0 && !a->arenas[ai].used)
-        r = release_empties(a, 1);
+        r = after_emptied(a, ai);
     mb_lock_give(&a->lock);
     return r;
 }
@@ -497,7 +746,7 @@ int mb_alloc_chunk_done(mb_alloc *a, const void *p, size_t n, uint64_t epoch, in
                 a->pinned -= n;
             }
             if (!a->arenas[ai].used)
-                r = release_empties(a, 1);
+                r = after_emptied(a, ai);
         }
     }
     mb_lock_give(&a->lock);
@@ -550,11 +799,15 @@ void mb_alloc_reset(mb_alloc *a)
     mb_lock_take(&a->lock);
     for (size_t i = 0; i < a->narenas; i++)
         mb_region_release(a->arenas[i].region);
-    a->narenas = 0;
+    a->narenas = a->nempty = 0;
     a->reserved = a->in_use = a->pinned = 0;
+    a->gen++;
+    a->hot.node = 0;
     a->epoch++;
     a->last_size = 0;
     mb_index_clear(&a->ix);
+    if (a->sc)
+        mb_sc_clear(a->sc);
     mb_lock_give(&a->lock);
 }
 
@@ -619,7 +872,7 @@ static void walk_ranges(walk *w, uint32_t t)
     const mb_index *ix = &w->a->ix;
     if (!t || w->err)
         return;
-    walk_ranges(w, ix->n[t].l);
+    walk_ranges(w, ix->n[t].c[0]);
     uintptr_t s = ix->n[t].start;
     long ai = find_arena(w->a, s);
     if (ai < 0 || s + ix->n[t].len - w->a->arenas[ai].base > w->a->arenas[ai].size)
@@ -630,17 +883,38 @@ static void walk_ranges(walk *w, uint32_t t)
         w->free_in[ai] += ix->n[t].len;
     w->prev_end = s + ix->n[t].len;
     w->prev_arena = ai;
-    walk_ranges(w, ix->n[t].r);
+    walk_ranges(w, ix->n[t].c[1]);
+}
+
+/* While current, the record of the last malloc describes allocated bytes [start, end)
+ * of one arena, followed by the free range of its node. */
+static int hot_sound(const mb_alloc *a)
+{
+    if (!a->hot.node || a->hot.gen != a->gen)
+        return 1;                   /* stale: never used again */
+    uintptr_t s = a->hot.start, end = a->hot.end;
+    if (!a->sc || a->hot.node >= a->ix.cap || mb_index_find(&a->ix, end) != a->hot.node ||
+        s > end || a->hot.arena < 0 || (size_t)a->hot.arena >= a->narenas)
+        return 0;
+    const arena *ar = &a->arenas[a->hot.arena];
+    if (s < ar->base || a->ix.n[a->hot.node].start + a->ix.n[a->hot.node].len - ar->base > ar->size)
+        return 0;
+    uint32_t p, q;
+    mb_index_neighbours(&a->ix, s, &p, &q);
+    return s == end || ((!p || a->ix.n[p].start + a->ix.n[p].len <= s) && q == a->hot.node);
 }
 
 int mb_alloc_check(mb_alloc *a)
 {
     mb_lock_take(&a->lock);
     int e = mb_index_check(&a->ix);
+    if (!e && a->sc)
+        e = mb_sc_check(a->sc, &a->ix);
     size_t *free_in = calloc(a->narenas + 1, sizeof(size_t));
     if (!e && !free_in)
         e = MB_BAD_CHECK_MEMORY;
     uint64_t reserved = 0, used = 0;
+    size_t empty = 0;
     int spare = 0;
     for (size_t i = 0; !e && i < a->narenas; i++) {
         const arena *ar = &a->arenas[i];
@@ -648,6 +922,7 @@ int mb_alloc_check(mb_alloc *a)
             e = MB_BAD_ARENA_ORDER;
         reserved += ar->size;
         used += ar->used;
+        empty += !ar->used;
         if (!ar->used)
             spare += ar->dedicated ? 2 : 1;
     }
@@ -663,6 +938,10 @@ int mb_alloc_check(mb_alloc *a)
         e = MB_BAD_STATS;
     if (!e && spare > 1)
         e = MB_BAD_SPARES;
+    if (!e && empty != a->nempty)
+        e = MB_BAD_EMPTY_COUNT;
+    if (!e && !hot_sound(a))
+        e = MB_BAD_HOT;
     if (!e && a->max_bytes && a->reserved > a->max_bytes)
         e = MB_BAD_MAX_BYTES;
     if (!e && a->pinned > a->in_use)

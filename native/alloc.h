@@ -17,8 +17,9 @@ typedef struct mb_alloc mb_alloc;
 #define MB_EDOUBLE  (-4)   /* the range overlaps free memory (double or overlapping free) */
 #define MB_EINVAL   (-5)   /* bad argument (zero length, bad option) */
 
-#define MB_FIRST_FIT 0
-#define MB_BEST_FIT  1
+#define MB_FIRST_FIT 0  /* lowest address that fits (the index's search, O(log n)) */
+#define MB_BEST_FIT  1  /* smallest range that fits, ties by address (O(log n)) */
+#define MB_GOOD_FIT  2  /* size-class lists in front of the index (sizeclass.c): O(1) */
 
 /* mb_alloc_malloc returns (arena id << MB_ID_SHIFT) | offset in that arena. */
 #define MB_ID_SHIFT 40

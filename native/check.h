@@ -3,7 +3,8 @@
  * mb_alloc_check and mb_index_check return MB_SOUND (0) or the code of the first
  * broken invariant; mb_check_name turns a code into its sentence, so a failed
  * check names what broke instead of printing a bare number. Codes are stable:
- * the index owns 1..99, the allocator 100 and up. */
+ * the index owns 1..99, the allocator 100..199, the size classes (sizeclass.c,
+ * good-fit only) 200 and up. */
 #ifndef MEMBUF_CHECK_H
 #define MEMBUF_CHECK_H
 
@@ -28,7 +29,16 @@
     X(MB_BAD_STATS, 105, "allocator: reserved or in_use drifted from the arena table") \
     X(MB_BAD_SPARES, 106, "allocator: more than one empty arena is kept")            \
     X(MB_BAD_MAX_BYTES, 107, "allocator: reserved bytes exceed max_bytes")           \
-    X(MB_BAD_PINNED, 108, "allocator: more bytes pinned than in use")
+    X(MB_BAD_PINNED, 108, "allocator: more bytes pinned than in use")                \
+    X(MB_BAD_EMPTY_COUNT, 109, "allocator: the count of empty arenas drifted")        \
+    X(MB_BAD_HOT, 110, "allocator: the record of the last malloc disagrees with the index") \
+    X(MB_BAD_CLASS_FL_MAP, 200, "size classes: a first-level bitmap bit disagrees with its lists") \
+    X(MB_BAD_CLASS_SL_MAP, 201, "size classes: a second-level bitmap bit disagrees with its list") \
+    X(MB_BAD_CLASS_TWICE, 202, "size classes: a free range is on a list twice or on two lists") \
+    X(MB_BAD_CLASS_LINK, 203, "size classes: a list's back links disagree with its forward links") \
+    X(MB_BAD_CLASS_STALE, 204, "size classes: a listed node is not a free range of the index") \
+    X(MB_BAD_CLASS_WRONG, 205, "size classes: a free range is on a list neither of its class nor just below") \
+    X(MB_BAD_CLASS_MISSING, 206, "size classes: a free range of the index is on no list")
 
 enum mb_invariant {
 #define MB_INVARIANT_ENUM(name, code, text) name = code,

@@ -16,7 +16,9 @@
  * first-fit pays nothing for it.
  *
  * Address-tree nodes carry parent links so that updates walk up from the
- * changed node and stop early (see fix_up).
+ * changed node and stop early (see mb_ix_grow_up, mb_ix_shrink_up). The
+ * operations every malloc and free runs (the neighbour search, a range growing
+ * or shrinking in place) are inline in index.h; this file does the rest.
  *
  * Nodes come from one pool addressed by 32-bit numbers (node 0 is nil, with
  * maxlen 0), so growing the pool with realloc never leaves a dangling link.
@@ -34,17 +36,8 @@
 #include <string.h>
 
 #define N(i) (ix->n[(i)])
-
-static inline size_t max3(size_t a, size_t b, size_t c)
-{
-    size_t m = a > b ? a : b;
-    return m > c ? m : c;
-}
-
-static inline void update(mb_index *ix, uint32_t t)
-{
-    N(t).maxlen = max3(N(t).len, N(N(t).l).maxlen, N(N(t).r).maxlen);
-}
+#define L(i) (ix->n[(i)].c[0])   /* left child: lower addresses */
+#define R(i) (ix->n[(i)].c[1])   /* right child: higher addresses */
 
 static uint32_t next_prio(mb_index *ix)
 {
@@ -64,7 +57,7 @@ int mb_index_init(mb_index *ix, int by_size, uint32_t seed)
     if (!ix->n)
         return -1;
     for (uint32_t i = 1; i + 1 < ix->cap; i++)
-        ix->n[i].l = i + 1;
+        ix->n[i].c[0] = i + 1;
     ix->spare = 1;
     ix->by_size = by_size;
     ix->rng = seed ? seed : 0x9e3779b9u;
@@ -81,7 +74,7 @@ void mb_index_clear(mb_index *ix)
 {
     memset(ix->n, 0, (size_t)ix->cap * sizeof(mb_node));
     for (uint32_t i = 1; i + 1 < ix->cap; i++)
-        ix->n[i].l = i + 1;
+        ix->n[i].c[0] = i + 1;
     ix->spare = 1;
     ix->root = ix->sroot = ix->count = 0;
 }
@@ -97,13 +90,13 @@ static uint32_t node_new(mb_index *ix)
             return 0;
         memset(grown + old, 0, (size_t)old * sizeof(mb_node));
         for (uint32_t i = old; i + 1 < old * 2; i++)
-            grown[i].l = i + 1;
+            grown[i].c[0] = i + 1;
         ix->n = grown;
         ix->cap = old * 2;
         ix->spare = old;
     }
     uint32_t t = ix->spare;
-    ix->spare = N(t).l;
+    ix->spare = L(t);
     memset(&N(t), 0, sizeof(mb_node));
     N(t).prio = next_prio(ix);
     return t;
@@ -112,23 +105,24 @@ static uint32_t node_new(mb_index *ix)
 static void node_release(mb_index *ix, uint32_t t)
 {
     memset(&N(t), 0, sizeof(mb_node));
-    N(t).l = ix->spare;
+    L(t) = ix->spare;
     ix->spare = t;
 }
 
 /* ---- address tree ------------------------------------------------------
  * Iterative, with parent links: a change of len at one node is pushed up by
- * fix_up, which stops at the first ancestor whose maxlen does not change, so
- * the common case touches two or three nodes instead of a whole path. */
+ * mb_ix_grow_up or mb_ix_shrink_up (index.h), which stop at the first ancestor
+ * whose maxlen does not change, so the common case touches two or three nodes
+ * instead of a whole path; a longer range costs one compare a level. */
 
 static inline void set_child(mb_index *ix, uint32_t parent, uint32_t old, uint32_t x)
 {
     if (!parent)
         ix->root = x;
-    else if (N(parent).l == old)
-        N(parent).l = x;
+    else if (L(parent) == old)
+        L(parent) = x;
     else
-        N(parent).r = x;
+        R(parent) = x;
     if (x)
         N(x).p = parent;
 }
@@ -137,33 +131,36 @@ static inline void set_child(mb_index *ix, uint32_t parent, uint32_t old, uint32
 static void rotate_up(mb_index *ix, uint32_t x)
 {
     uint32_t p = N(x).p, g = N(p).p;
-    if (N(p).l == x) {
-        N(p).l = N(x).r;
-        if (N(x).r)
-            N(N(x).r).p = p;
-        N(x).r = p;
+    if (L(p) == x) {
+        L(p) = R(x);
+        if (R(x))
+            N(R(x)).p = p;
+        R(x) = p;
     } else {
-        N(p).r = N(x).l;
-        if (N(x).l)
-            N(N(x).l).p = p;
-        N(x).l = p;
+        R(p) = L(x);
+        if (L(x))
+            N(L(x)).p = p;
+        L(x) = p;
     }
     N(p).p = x;
     set_child(ix, g, p, x);
-    update(ix, p);
-    update(ix, x);
+    mb_ix_update(ix, p);
+    mb_ix_update(ix, x);
 }
 
-/* Re-derive maxlen from x upwards, stopping once an ancestor is unchanged. */
-static void fix_up(mb_index *ix, uint32_t x)
+/* Hang x as a leaf below parent (0: x is the whole tree), then lift it to its heap place. */
+static void a_attach(mb_index *ix, uint32_t x, uint32_t parent)
 {
-    update(ix, x);
-    for (x = N(x).p; x; x = N(x).p) {
-        size_t old = N(x).maxlen;
-        update(ix, x);
-        if (N(x).maxlen == old)
-            break;
-    }
+    N(x).p = parent;
+    if (!parent)
+        ix->root = x;
+    else if (N(x).start < N(parent).start)
+        L(parent) = x;
+    else
+        R(parent) = x;
+    while (N(x).p && N(N(x).p).prio < N(x).prio)
+        rotate_up(ix, x);
+    mb_ix_grow_up(ix, N(x).p, N(x).len);   /* rotations kept maxlen exact at and below x */
 }
 
 static void a_insert(mb_index *ix, uint32_t x)
@@ -171,36 +168,26 @@ static void a_insert(mb_index *ix, uint32_t x)
     uint32_t parent = 0, t = ix->root;
     while (t) {
         parent = t;
-        t = N(x).start < N(t).start ? N(t).l : N(t).r;
+        t = N(x).start < N(t).start ? L(t) : R(t);
     }
-    N(x).p = parent;
-    if (!parent)
-        ix->root = x;
-    else if (N(x).start < N(parent).start)
-        N(parent).l = x;
-    else
-        N(parent).r = x;
-    while (N(x).p && N(N(x).p).prio < N(x).prio)
-        rotate_up(ix, x);
-    fix_up(ix, x);
+    a_attach(ix, x, parent);
 }
 
 /* Unlink x: rotate it down below its higher-priority child until it is a leaf. */
 static void a_unlink(mb_index *ix, uint32_t x)
 {
-    while (N(x).l && N(x).r)
-        rotate_up(ix, N(N(x).l).prio > N(N(x).r).prio ? N(x).l : N(x).r);
-    uint32_t child = N(x).l ? N(x).l : N(x).r, parent = N(x).p;
+    while (L(x) && R(x))
+        rotate_up(ix, N(L(x)).prio > N(R(x)).prio ? L(x) : R(x));
+    uint32_t child = L(x) ? L(x) : R(x), parent = N(x).p;
     set_child(ix, parent, x, child);
-    if (parent)
-        fix_up(ix, parent);
+    mb_ix_shrink_up(ix, parent, N(x).len);
 }
 
 static uint32_t a_find(const mb_index *ix, uintptr_t key)
 {
     uint32_t t = ix->root;
     while (t && N(t).start != key)
-        t = key < N(t).start ? N(t).l : N(t).r;
+        t = key < N(t).start ? L(t) : R(t);
     return t;
 }
 
@@ -265,19 +252,47 @@ static uint32_t s_remove(mb_index *ix, uint32_t t, uint32_t x)
 
 /* ---- public operations ------------------------------------------------- */
 
-int mb_index_insert(mb_index *ix, uintptr_t start, size_t len)
+uint32_t mb_index_insert_node(mb_index *ix, uintptr_t start, size_t len)
 {
     uint32_t x = node_new(ix);
     if (!x)
-        return -1;
+        return 0;
     N(x).start = start;
     N(x).len = N(x).maxlen = len;
     a_insert(ix, x);
     if (ix->by_size)
         ix->sroot = s_insert(ix, ix->sroot, x);
     ix->count++;
-    return 0;
+    return x;
 }
+
+int mb_index_insert(mb_index *ix, uintptr_t start, size_t len)
+{
+    return mb_index_insert_node(ix, start, len) ? 0 : -1;
+}
+
+uint32_t mb_index_insert_between(mb_index *ix, uintptr_t start, size_t len, uint32_t pred,
+                                 uint32_t succ)
+{
+    uint32_t x = node_new(ix);
+    if (!x)
+        return 0;
+    N(x).start = start;
+    N(x).len = N(x).maxlen = len;
+    /* The leaf a descent for start would reach: pred's empty right slot, or else succ's
+     * left slot, empty because succ is then the leftmost node of pred's right subtree. */
+    MB_ASSERT(!pred || N(pred).start < start);
+    MB_ASSERT(!succ || start < N(succ).start);
+    uint32_t parent = pred && !R(pred) ? pred : succ;
+    MB_ASSERT(parent == pred || !L(succ));
+    a_attach(ix, x, parent);
+    if (ix->by_size)
+        ix->sroot = s_insert(ix, ix->sroot, x);
+    ix->count++;
+    return x;
+}
+
+uint32_t mb_index_find(const mb_index *ix, uintptr_t start) { return a_find(ix, start); }
 
 void mb_index_remove_node(mb_index *ix, uint32_t x)
 {
@@ -299,9 +314,13 @@ void mb_index_set(mb_index *ix, uint32_t x, uintptr_t new_start, size_t new_len)
 {
     if (ix->by_size)
         ix->sroot = s_remove(ix, ix->sroot, x);
+    size_t old = N(x).len;
     N(x).start = new_start;
     N(x).len = new_len;
-    fix_up(ix, x);
+    if (new_len > old)
+        mb_ix_grow_up(ix, x, new_len);
+    else if (new_len < old)
+        mb_ix_shrink_up(ix, x, old);
     if (ix->by_size) {
         N(x).sl = N(x).sr = 0;
         ix->sroot = s_insert(ix, ix->sroot, x);
@@ -315,22 +334,6 @@ void mb_index_resize(mb_index *ix, uintptr_t old_start, uintptr_t new_start, siz
         mb_index_set(ix, x, new_start, new_len);
 }
 
-void mb_index_neighbours(const mb_index *ix, uintptr_t key, uint32_t *pred, uint32_t *succ)
-{
-    uint32_t p = 0, s = 0, t = ix->root;
-    while (t) {
-        if (N(t).start <= key) {
-            p = t;
-            t = N(t).r;
-        } else {
-            s = t;
-            t = N(t).l;
-        }
-    }
-    *pred = p;
-    *succ = s;
-}
-
 /* Carve n bytes from the front of node x. */
 static uintptr_t carve(mb_index *ix, uint32_t x, size_t n)
 {
@@ -342,20 +345,25 @@ static uintptr_t carve(mb_index *ix, uint32_t x, size_t n)
     return start;
 }
 
-uintptr_t mb_index_take_first_fit(mb_index *ix, size_t n)
+uint32_t mb_index_first_fit(const mb_index *ix, size_t n)
 {
     if (N(ix->root).maxlen < n || n == 0)
         return 0;
     uint32_t t = ix->root;
     for (;;) {                  /* leftmost node with len >= n: maxlen says where it is */
-        if (N(N(t).l).maxlen >= n)
-            t = N(t).l;
+        if (N(L(t)).maxlen >= n)
+            t = L(t);
         else if (N(t).len >= n)
-            break;
+            return t;
         else
-            t = N(t).r;
+            t = R(t);
     }
-    return carve(ix, t, n);
+}
+
+uintptr_t mb_index_take_first_fit(mb_index *ix, size_t n)
+{
+    uint32_t t = mb_index_first_fit(ix, n);
+    return t ? carve(ix, t, n) : 0;
 }
 
 uintptr_t mb_index_take_best_fit(mb_index *ix, size_t n)
@@ -387,17 +395,17 @@ static int check_a(const mb_index *ix, uint32_t t, uintptr_t lo, uintptr_t hi, u
         return MB_BAD_EMPTY_RANGE;
     if (x->start < lo || x->start + x->len > hi || x->start + x->len < x->start)
         return MB_BAD_ADDRESS_ORDER;
-    if (x->l && N(x->l).prio > x->prio)
+    if (x->c[0] && N(x->c[0]).prio > x->prio)
         return MB_BAD_ADDRESS_HEAP;
-    if (x->r && N(x->r).prio > x->prio)
+    if (x->c[1] && N(x->c[1]).prio > x->prio)
         return MB_BAD_ADDRESS_HEAP;
-    if (x->maxlen != max3(x->len, N(x->l).maxlen, N(x->r).maxlen))
+    if (x->maxlen != mb_ix_max3(x->len, N(x->c[0]).maxlen, N(x->c[1]).maxlen))
         return MB_BAD_MAXLEN;
-    if ((x->l && N(x->l).p != t) || (x->r && N(x->r).p != t))
+    if ((x->c[0] && N(x->c[0]).p != t) || (x->c[1] && N(x->c[1]).p != t))
         return MB_BAD_PARENT;
     (*count)++;
-    int e = check_a(ix, x->l, lo, x->start, count);
-    return e ? e : check_a(ix, x->r, x->start + x->len, hi, count);
+    int e = check_a(ix, x->c[0], lo, x->start, count);
+    return e ? e : check_a(ix, x->c[1], x->start + x->len, hi, count);
 }
 
 static int check_s(const mb_index *ix, uint32_t t, uint32_t lo, uint32_t hi, uint32_t *count)

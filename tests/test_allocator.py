@@ -31,11 +31,21 @@ def arenas(a: Allocator) -> list[tuple[int, int]]:
     return sorted((table[3 * i + 1], table[3 * i + 2]) for i in range(n))
 
 
+def size_class(n: int) -> int:
+    """Good-fit's size class of an n-byte range (native/sizeclass.h): lengths below 64
+    one class each, then 32 classes per power of two, numbered in length order."""
+    step = max((n | 32).bit_length() - 6, 0)
+    return (n >> step) + (step << 5)
+
+
 class AllocatorModel(RuleBasedStateMachine):
     """Live allocations are intervals; free space is the arenas minus them.
 
     First-fit must return the lowest free address that fits, best-fit the
-    smallest gap (ties by address); a failed malloc must be a true failure.
+    smallest gap (ties by address); good-fit the start of a gap that fits, from
+    the lowest size classes that guarantee a fit (a gap may wait on the list one
+    class below its own, so the bound is "at most the smallest such class");
+    a failed malloc must be a true failure, whatever the strategy.
     """
 
     MAX_BYTES = 1 << 20
@@ -47,7 +57,7 @@ class AllocatorModel(RuleBasedStateMachine):
         self.freed: list[tuple[int, int]] = []              # recently freed (addr, len)
         self.strategy = "first-fit"
 
-    @initialize(strategy=st.sampled_from(["first-fit", "best-fit"]))
+    @initialize(strategy=st.sampled_from(["first-fit", "best-fit", "good-fit"]))
     def make(self, strategy: str) -> None:
         self.strategy = strategy
         self.a = Allocator(arena_size=PAGE, max_arena_size=16 * PAGE, max_bytes=self.MAX_BYTES,
@@ -67,34 +77,71 @@ class AllocatorModel(RuleBasedStateMachine):
                 out.append((cur, base + size - cur))
         return out
 
-    def expected_address(self, n: int) -> int | None:
-        fits = [g for g in self.gaps() if g[1] >= n]
-        if not fits:
-            return None
+    def check_placement(self, p: int, n: int, fits: list[tuple[int, int]]) -> None:
+        """A malloc of n that some gap holds (fits) returned p: where the strategy says."""
         if self.strategy == "first-fit":
-            return min(fits)[0]
-        return min(fits, key=lambda g: (g[1], g[0]))[0]
+            assert p == min(fits)[0]
+        elif self.strategy == "best-fit":
+            assert p == min(fits, key=lambda g: (g[1], g[0]))[0]
+        else:
+            chosen = [length for start, length in fits if start == p]
+            assert chosen, "good-fit must carve from the front of a gap that fits"
+            want = size_class(n - 1) + 1     # the lowest class all of whose lengths hold n
+            sure = [size_class(length) for _, length in fits if size_class(length) > want]
+            if sure:                         # such a gap is on a list >= want: no fallback
+                assert want <= size_class(chosen[0]) <= min(sure)
 
-    @rule(n=st.one_of(st.integers(1, 600), st.integers(1, 40 * PAGE)), fill=st.integers(0, 255))
-    def malloc(self, n: int, fill: int) -> None:
-        expected = self.expected_address(n)
+    def malloc_view(self, n: int, fill: int) -> memoryview | None:
+        """malloc(n) checked against the model (placement, true failures), then filled."""
+        fits = [g for g in self.gaps() if g[1] >= n]
         before = {b for b, _ in arenas(self.a)}
         try:
             mv = self.a.malloc(n)
         except MemoryLimitError:
             # no false failure: nothing fits and the cap leaves no room to grow
-            assert expected is None
+            assert not fits
             s = self.a.stats()
             assert (self.MAX_BYTES - s.reserved) // PAGE * PAGE < n
-            return
+            return None
         assert len(mv) == n and not mv.readonly
         p = addr(mv)
-        if expected is not None:
-            assert p == expected
+        if fits:
+            self.check_placement(p, n, fits)
         else:
             assert p in {b for b, _ in arenas(self.a)} - before   # the start of a new arena
         mv[:] = bytes([fill]) * n
         self.live[p] = (mv, fill)
+        return mv
+
+    @rule(n=st.one_of(st.integers(1, 600), st.integers(1, 40 * PAGE)), fill=st.integers(0, 255))
+    def malloc(self, n: int, fill: int) -> None:
+        self.malloc_view(n, fill)
+
+    # A stream's receive chunk: malloc, then give the unused tail back at once, maybe in
+    # two steps (good-fit frees a tail of its last malloc without searching the index).
+    @rule(n=st.integers(1, 3 * PAGE), fill=st.integers(0, 255),
+          keep=st.lists(st.integers(0, 2**16), min_size=1, max_size=2), again=st.booleans())
+    def malloc_then_free_tail(self, n: int, fill: int, keep: list[int], again: bool) -> None:
+        mv = self.malloc_view(n, fill)
+        if mv is None:
+            return
+        p = addr(mv)
+        for k in keep:
+            if not len(mv):
+                break
+            cut = k * len(mv) // 2**16
+            before = self.a.stats()
+            head = self.a.free_rest(mv, cut)
+            assert self.a.stats().in_use == before.in_use - (len(mv) - cut)
+            if cut < len(mv):
+                self.freed.append((p + cut, len(mv) - cut))
+                if again:                    # the same tail again: a double free
+                    with pytest.raises(FreeError, match="already free"):
+                        self.a.free(mv[cut:])
+            mv = head
+        del self.live[p]
+        if len(mv):
+            self.live[p] = (mv, fill)
 
     # Draws never depend on the state (mmap placement differs between runs, and hypothesis
     # needs the same draws to replay): raw integers, scaled to what is there.

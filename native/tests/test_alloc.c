@@ -1,9 +1,11 @@
 /* C tests of the allocator and its free-range index, run under ASan + UBSan by `make test`.
  *
  * Three parts: scripted cases for every rule (partial free, refusals that change
- * nothing, growth, limits, trim, reset, batches, best-fit); a randomized run
- * against a model of live ranges with fill patterns and a full invariant check
- * after every step; and four threads sharing one allocator.
+ * nothing, growth, limits, trim, reset, batches, best-fit, good-fit's classes and
+ * its fallback); a randomized run against a model of live ranges with fill
+ * patterns and a full invariant check every few steps; and four threads sharing
+ * one allocator. Every case that does not depend on where a strategy places a
+ * block runs under all three strategies.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
@@ -13,6 +15,7 @@
 
 #include "alloc.h"
 #include "check.h"
+#include "sizeclass.h"
 
 #include "tests/testhelper.h"
 
@@ -57,9 +60,12 @@ static mb_stats stats(mb_alloc *a)
     return s;
 }
 
-static void test_partial_free(void)
+static const int strategies[] = {MB_FIRST_FIT, MB_BEST_FIT, MB_GOOD_FIT};
+#define EACH_STRATEGY(s) for (size_t k_ = 0; k_ < 3 && ((s) = strategies[k_], 1); k_++)
+
+static void test_partial_free(int strategy)
 {
-    mb_alloc *a = mb_alloc_new(4096, 1 << 20, 0, MB_FIRST_FIT, 0, 1);
+    mb_alloc *a = mb_alloc_new(4096, 1 << 20, 0, strategy, 0, 1);
     uint8_t *p = xmalloc(a, 1000);
     CHECK(p != NULL);
     memset(p, 0xab, 1000);
@@ -82,11 +88,14 @@ static void test_partial_free(void)
     CHECK(mb_alloc_owns(a, p + 100, 300) == 1);
     CHECK(mb_alloc_owns(a, p + 100, 301) == 0);
     CHECK(mb_alloc_owns(a, local, 1) == 0);
-    /* first-fit reuses the lowest hole that fits */
+    /* first-fit reuses the lowest hole that fits; the others both 100-byte holes too
+     * (the smallest that fit; good-fit: the class of exactly 100 holds both) */
     uint8_t *q = xmalloc(a, 100);
-    CHECK(q == p);
     uint8_t *r = xmalloc(a, 100);
-    CHECK(r == p + 400);
+    if (strategy == MB_FIRST_FIT)
+        CHECK(q == p && r == p + 400);
+    else
+        CHECK((q == p && r == p + 400) || (q == p + 400 && r == p));
     CHECK(mb_alloc_free(a, q, 100) == 0);
     CHECK(mb_alloc_free(a, r, 100) == 0);
     CHECK(mb_alloc_free(a, p + 100, 300) == 0);
@@ -97,9 +106,9 @@ static void test_partial_free(void)
     mb_alloc_delete(a);
 }
 
-static void test_growth_and_limits(void)
+static void test_growth_and_limits(int strategy)
 {
-    mb_alloc *a = mb_alloc_new(4096, 16384, 65536, MB_FIRST_FIT, 0, 2);
+    mb_alloc *a = mb_alloc_new(4096, 16384, 65536, strategy, 0, 2);
     uint8_t *p = xmalloc(a, 4096);
     uint8_t *q = xmalloc(a, 1);                           /* needs a second arena: 8 KiB */
     CHECK(p && q);
@@ -125,9 +134,9 @@ static void test_growth_and_limits(void)
     mb_alloc_delete(a);
 }
 
-static void test_spare_and_trim(void)
+static void test_spare_and_trim(int strategy)
 {
-    mb_alloc *a = mb_alloc_new(4096, 1 << 20, 0, MB_FIRST_FIT, 0, 3);
+    mb_alloc *a = mb_alloc_new(4096, 1 << 20, 0, strategy, 0, 3);
     uint8_t *p[4];
     for (int i = 0; i < 4; i++)
         p[i] = xmalloc(a, 4096 << i);                     /* one arena each, growing */
@@ -142,9 +151,9 @@ static void test_spare_and_trim(void)
     mb_alloc_delete(a);
 }
 
-static void test_batch(void)
+static void test_batch(int strategy)
 {
-    mb_alloc *a = mb_alloc_new(65536, 1 << 20, 0, MB_FIRST_FIT, 0, 4);
+    mb_alloc *a = mb_alloc_new(65536, 1 << 20, 0, strategy, 0, 4);
     uint8_t *p = xmalloc(a, 300);
     uint64_t ok[] = {(uintptr_t)p, 100, (uintptr_t)p + 200, 100};
     CHECK(mb_alloc_free_batch(a, ok, 2) == 0);
@@ -171,6 +180,138 @@ static void test_best_fit(void)
     CHECK(mb_alloc_free(a, p + 500, 50) == 0);            /* hole of 50 at 500 */
     CHECK(xmalloc(a, 40) == p + 500);                     /* smallest fit, not lowest */
     CHECK(xmalloc(a, 200) == p + 100);
+    SOUND(a);
+    mb_alloc_delete(a);
+}
+
+/* Classes are ordered by length, cover every length once, and their bounds agree. */
+static void test_size_classes(void)
+{
+    unsigned prev = 0;
+    for (size_t len = 1; len < 70000; len++) {
+        unsigned c = mb_sc_class(len);
+        CHECK(c >= prev && c <= prev + 1);                /* monotone, no class skipped */
+        CHECK(mb_sc_class_min(c) <= len && len < mb_sc_class_min(c + 1));
+        /* malloc's rounding: the first class all of whose lengths hold len */
+        CHECK(mb_sc_class(len - 1) + 1 == c + (mb_sc_class_min(c) < len));
+        prev = c;
+        if (failures)
+            return;
+    }
+    for (unsigned b = 6; b < MB_SC_MAX_BITS; b++) {        /* each power of two: 32 classes */
+        size_t lo = (size_t)1 << b;
+        CHECK(mb_sc_class(lo) == mb_sc_class(lo - 1) + 1);
+        CHECK(mb_sc_class(2 * lo - 1) - mb_sc_class(lo) == MB_SC_SL_COUNT - 1);
+        CHECK(mb_sc_class_min(mb_sc_class(lo)) == lo);
+    }
+    uint64_t x = 7;
+    for (int i = 0; i < 200000; i++) {                     /* the one-scan class test agrees */
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        size_t a = 1 + (size_t)(x % ((size_t)1 << (1 + i % 40)));
+        size_t b = i % 3 ? a + (x >> 40) % 97 - 48 : 1 + (size_t)((x >> 20) % ((size_t)1 << (i % 41)));
+        if (b == 0 || b >= ((size_t)1 << MB_SC_MAX_BITS))
+            continue;
+        CHECK(mb_sc_same_class(a, b) == (mb_sc_class(a) == mb_sc_class(b)));
+        if (failures)
+            return;
+    }
+    CHECK(mb_sc_same_class(65536, 65504) == 0 && mb_sc_same_class(65535, 65504) == 1);
+    CHECK(mb_sc_class(((size_t)1 << MB_SC_MAX_BITS) - 1) == MB_SC_COUNT - 1);
+    CHECK(mb_sc_class(((size_t)1 << 40)) < MB_SC_COUNT);   /* the largest arena has a class */
+}
+
+/* Good-fit takes from the smallest class that guarantees a fit ... */
+static void test_good_fit(void)
+{
+    mb_alloc *a = mb_alloc_new(65536, 1 << 20, 0, MB_GOOD_FIT, 0, 8);
+    uint8_t *p = xmalloc(a, 1000);
+    CHECK(mb_alloc_free(a, p + 100, 300) == 0);           /* hole of 300 at 100 */
+    CHECK(mb_alloc_free(a, p + 500, 50) == 0);            /* hole of 50 at 500 */
+    SOUND(a);
+    CHECK(xmalloc(a, 40) == p + 500);                     /* class 50 before 300 and the tail */
+    CHECK(xmalloc(a, 200) == p + 100);                    /* 300's class before the tail */
+    CHECK(xmalloc(a, 10) == p + 540);                     /* the 10 left of the 50 */
+    SOUND(a);
+    CHECK(xmalloc(a, 100) == p + 300);                    /* the rest of the 300 hole */
+    /* a 99-byte range sits in the class [98, 100): a request of 99 is rounded up to the
+     * class starting at 100, whose every range fits, so it is taken from the tail */
+    CHECK(mb_alloc_free(a, p + 600, 99) == 0);
+    CHECK(xmalloc(a, 99) == p + 1000);
+    CHECK(xmalloc(a, 98) == p + 600);                     /* 98 is its class's bound */
+    SOUND(a);
+    mb_alloc_delete(a);
+
+    /* ... and never fails while a range fits, even when growing is not allowed */
+    a = mb_alloc_new(4096, 4096, 4096, MB_GOOD_FIT, 0, 9);
+    p = xmalloc(a, 4096);
+    CHECK(p != NULL);
+    CHECK(mb_alloc_free(a, p + 1000, 99) == 0);
+    CHECK(mb_alloc_malloc(a, 100) == MB_ELIMIT);          /* nothing holds 100 */
+    CHECK(xmalloc(a, 99) == p + 1000);
+    CHECK(mb_alloc_free(a, p + 2000, 33) == 0);
+    CHECK(mb_alloc_free(a, p + 3000, 34) == 0);
+    CHECK(xmalloc(a, 34) == p + 3000);                    /* classes below 64 are exact */
+    CHECK(xmalloc(a, 33) == p + 2000);
+    CHECK(stats(a).failed == 1 && stats(a).in_use == 4096);
+    SOUND(a);
+    /* reset empties the lists with the index */
+    mb_alloc_reset(a);
+    SOUND(a);
+    p = xmalloc(a, 100);
+    CHECK(p != NULL && mb_alloc_free(a, p + 10, 20) == 0);
+    SOUND(a);
+    mb_alloc_delete(a);
+}
+
+/* Good-fit's last-malloc path: a suffix of the newest block goes straight back to the
+ * range it came from; anything else, or anything after a change, goes to the index. */
+static void test_good_fit_last_malloc(void)
+{
+    mb_alloc *a = mb_alloc_new(65536, 1 << 20, 0, MB_GOOD_FIT, 0, 10);
+    uint8_t *base = xmalloc(a, 100);
+    mb_stats empty = stats(a);
+    for (int i = 0; i < 3; i++) {                         /* malloc, give back at once */
+        uint8_t *p = xmalloc(a, 32);
+        CHECK(p == base + 100);
+        CHECK(mb_alloc_free(a, p, 32) == 0);
+        SOUND(a);
+    }
+    CHECK(stats(a).largest_free == empty.largest_free && stats(a).in_use == 100);
+    uint8_t *p = xmalloc(a, 4096);                        /* a receive chunk ... */
+    CHECK(mb_alloc_free(a, p + 1000, 3096) == 0);         /* ... its unused tail */
+    CHECK(mb_alloc_free(a, p + 600, 400) == 0);           /* ... and more of it */
+    SOUND(a);
+    mb_stats before = stats(a);
+    CHECK(mb_alloc_free(a, p + 600, 400) == MB_EDOUBLE);  /* the same tail again */
+    CHECK(mb_alloc_free(a, p + 500, 200) == MB_EDOUBLE);  /* runs into it */
+    CHECK(mb_alloc_free(a, p + 100, 501) == MB_EDOUBLE);  /* ends one byte inside it */
+    mb_stats after = stats(a);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);
+    CHECK(stats(a).in_use == 700 && stats(a).largest_free == empty.largest_free - 600);
+    CHECK(mb_alloc_free(a, p + 100, 100) == 0);           /* a middle piece: the index */
+    CHECK(mb_alloc_owns(a, p, 100) && mb_alloc_owns(a, p + 200, 400));
+    SOUND(a);
+    /* another malloc in between: p's tail is no longer the last malloc's */
+    uint8_t *q = xmalloc(a, 50);
+    CHECK(mb_alloc_free(a, p + 300, 300) == 0);
+    CHECK(mb_alloc_free(a, q + 10, 40) == 0);
+    SOUND(a);
+    /* a batch whose first item takes the fast path and whose second is bad: undone */
+    uint8_t *r = xmalloc(a, 1000);
+    before = stats(a);
+    uint64_t bad[] = {(uintptr_t)r + 500, 500, (uintptr_t)r + 400, 200};
+    CHECK(mb_alloc_free_batch(a, bad, 2) == MB_EDOUBLE);
+    after = stats(a);
+    CHECK(memcmp(&before, &after, sizeof before) == 0);
+    CHECK(mb_alloc_owns(a, r, 1000));
+    SOUND(a);
+    uint64_t good[] = {(uintptr_t)r + 500, 500, (uintptr_t)r, 500};
+    CHECK(mb_alloc_free_batch(a, good, 2) == 0);
+    SOUND(a);
+    /* a reset forgets the last malloc with everything else */
+    uint8_t *t = xmalloc(a, 64);
+    mb_alloc_reset(a);
+    CHECK(mb_alloc_free(a, t + 32, 32) == MB_EFOREIGN);
     SOUND(a);
     mb_alloc_delete(a);
 }
@@ -282,9 +423,9 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static void test_threads(void)
+static void test_threads(int strategy)
 {
-    shared = mb_alloc_new(4096, 1 << 20, 0, MB_FIRST_FIT, 0, 7);
+    shared = mb_alloc_new(4096, 1 << 20, 0, strategy, 0, 7);
     pthread_t t[4];
     for (uintptr_t i = 0; i < 4; i++)
         pthread_create(&t[i], NULL, worker, (void *)(i + 1));
@@ -303,19 +444,29 @@ static void test_check_names(void)
     CHECK(strstr(mb_check_name(MB_BAD_PARENT), "parent") != NULL);
     CHECK(strcmp(mb_check_name(12345), "unknown invariant") == 0);
     CHECK(strcmp(mb_check_name(MB_BAD_NIL), mb_check_name(MB_BAD_COUNT)) != 0);
+    for (int code = MB_BAD_CLASS_FL_MAP; code <= MB_BAD_CLASS_MISSING; code++)
+        CHECK(strncmp(mb_check_name(code), "size classes: ", 14) == 0);
+    CHECK(strcmp(mb_check_name(MB_BAD_CLASS_TWICE), mb_check_name(MB_BAD_CLASS_LINK)) != 0);
 }
 
 int main(void)
 {
+    int strategy;
     test_check_names();
-    test_partial_free();
-    test_growth_and_limits();
-    test_spare_and_trim();
-    test_batch();
+    test_size_classes();
+    EACH_STRATEGY(strategy) {
+        test_partial_free(strategy);
+        test_growth_and_limits(strategy);
+        test_spare_and_trim(strategy);
+        test_batch(strategy);
+    }
     test_best_fit();
-    test_random(MB_FIRST_FIT, 20000);
-    test_random(MB_BEST_FIT, 20000);
-    test_threads();
+    test_good_fit();
+    test_good_fit_last_malloc();
+    EACH_STRATEGY(strategy)
+        test_random(strategy, 20000);
+    EACH_STRATEGY(strategy)
+        test_threads(strategy);
     if (failures) {
         fprintf(stderr, "test_alloc: %d failure(s)\n", failures);
         return 1;
