@@ -12,8 +12,10 @@ that the suite checks against the generator's.
 * feeders (``feed(chunk)``): one way to split a stream that arrives in chunks;
   in memory they are fed a list of chunks, on a socket whatever a receive returns;
 * stream readers of the event loops (``readexactly``, ``receive_exactly``...);
-* socket receivers and the runners (trio, asyncio, asyncio protocol, anyio) that
-  accept the sender's connections and run one receiver on each, timed;
+* socket receivers and the runners (trio, asyncio, asyncio protocol, uvloop, anyio,
+  and TLS over asyncio and trio) that accept the sender's connections and run one
+  receiver on each, timed; the raw limits of each library (``recv_into`` into one
+  buffer, no parsing);
 * reader calls: one value per call (``Reader.read_be`` against ``struct``...).
 """
 
@@ -23,14 +25,18 @@ import asyncio
 import importlib.util
 import io
 import operator
+import socket
+import ssl
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-from _common import CheckError, Checksum
-from sender import accept_sender
+from _common import HERE, CheckError, Checksum
+from sender import accept_sender, block_for, raise_fd_limit
 
 from membuf import IncompleteReadError, Memory, Reader, StreamReader
 from membuf.codecs import Delimited, LengthPrefixed
@@ -436,14 +442,27 @@ class FrameProtocol(asyncio.BufferedProtocol):
 async def membuf_views(stream: Any, t: Tally, loop: bool = False) -> None:
     """``rx.frames(codec, views=True, batch=True)``, each batch summed with ``len`` and
     ``sum(map(...))``; ``loop``: frame by frame in a Python loop, as the baselines do."""
-    codec = LengthPrefixed(KIND, max_frame=MAX_FRAME)
     async with StreamReader(stream) as rx:
-        t.held = rx
-        async for batch in rx.frames(codec, views=True, batch=True):
-            if loop:
-                t.add(loop_sum(batch))
-            else:
-                t.add((len(batch), sum(map(len, batch)), sum(map(_first, batch))))
+        await views_of(rx, t, loop)
+
+
+async def views_of(rx: StreamReader, t: Tally, loop: bool = False) -> None:
+    """The body of :func:`membuf_views` on a reader of any library.
+
+    The loop body ends with ``del batch``, as docs/stream.md advises: a loop
+    variable is a held batch, and with many connections thousands of views held
+    across the next ``await`` cost GC time on every frame (measured at 256
+    connections: 610-760 CPU ns per frame with the batch held, 435-455 without;
+    the baselines hold nothing across an await either).
+    """
+    codec = LengthPrefixed(KIND, max_frame=MAX_FRAME)
+    t.held = rx
+    async for batch in rx.frames(codec, views=True, batch=True):
+        if loop:
+            t.add(loop_sum(batch))
+        else:
+            t.add((len(batch), sum(map(len, batch)), sum(map(_first, batch))))
+        del batch
 
 
 async def membuf_memory(stream: Any, t: Tally) -> None:
@@ -566,6 +585,239 @@ def run_anyio(receiver: Any, conns: int, sizes: str, per_conn: int, seed: int) -
     return _accepted(partial(anyio.run, main), conns, sizes, per_conn, seed)
 
 
+# -- asyncio (and uvloop) on accepted sockets: receiver(sock, tally, ssl_context) ------------
+
+
+class RawProtocol(asyncio.BufferedProtocol):
+    """asyncio's limit: receive into one reused 1 MiB buffer, no parsing (bytes counted)."""
+
+    def __init__(self, t: Tally, done: asyncio.Future[None]) -> None:
+        self.mv = memoryview(bytearray(1 << 20))
+        self.t, self.done = t, done
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.mv
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.t.payload += nbytes
+
+    def eof_received(self) -> bool:
+        self.done.set_result(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or CheckError("raw protocol: connection lost"))
+
+
+async def protocol_on(cls: type[Any], sock: socket.socket, t: Tally,
+                      tls: ssl.SSLContext | None) -> None:
+    """A BufferedProtocol baseline (``FrameProtocol``, ``RawProtocol``) on an accepted socket."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    tr, _ = await loop.connect_accepted_socket(partial(cls, t, done), sock, ssl=tls)
+    try:
+        await done
+    finally:
+        tr.close()
+
+
+async def readexactly_on(sock: socket.socket, t: Tally, tls: ssl.SSLContext | None) -> None:
+    """asyncio's StreamReader (``readexactly``) on an accepted socket, TLS or not."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_FRAME)
+    tr, _ = await loop.connect_accepted_socket(
+        lambda: asyncio.StreamReaderProtocol(reader), sock, ssl=tls)
+    try:
+        await asyncio_readexactly(reader, t)
+    finally:
+        tr.close()
+
+
+async def membuf_asyncio_on(sock: socket.socket, t: Tally, tls: ssl.SSLContext | None) -> None:
+    """membuf's asyncio protocol on an accepted socket (what ``start_server`` makes per
+    connection), then ``frames(codec, views=True, batch=True)``."""
+    from membuf._stream._asyncio import AsyncioProtocol
+
+    loop = asyncio.get_running_loop()
+    proto = AsyncioProtocol(loop)
+    rx = StreamReader(proto)
+    tr, _ = await loop.connect_accepted_socket(lambda: proto, sock, ssl=tls)
+    try:
+        await views_of(rx, t)
+        if rx.stats().copied:
+            raise CheckError(f"membuf asyncio copied {rx.stats().copied} bytes")
+    finally:
+        rx.release()
+        tr.close()
+
+
+def _arun(main: Any, uv: bool) -> Any:
+    if uv:
+        import uvloop
+
+        return uvloop.run(main)
+    return asyncio.run(main)
+
+
+def run_asyncio_on(receiver: Any, conns: int, sizes: str, per_conn: int, seed: int,
+                   uv: bool = False, tls: bool = False) -> Run:
+    """``receiver(sock, tally, ssl_context)`` per accepted socket, under asyncio or uvloop;
+    ``tls``: the sender speaks TLS (:func:`accept_tls_sender`), the receiver is its server."""
+    async def main(socks: list[Any], tallies: list[Tally], clock: Clock,
+                   ctx: ssl.SSLContext | None) -> None:
+        with clock:
+            await asyncio.gather(*(receiver(s, t, ctx) for s, t in zip(socks, tallies,
+                                                                        strict=True)))
+
+    if tls:
+        socks, proc, ctx = accept_tls_sender(conns, sizes, per_conn, seed)
+    else:
+        socks, proc = accept_sender(conns, sizes, per_conn, seed)
+        ctx = None
+    for s in socks:
+        s.setblocking(False)
+    tallies, clock = [Tally() for _ in socks], Clock()
+    try:
+        _arun(main(socks, tallies, clock, ctx), uv)
+    finally:
+        for s in socks:
+            s.close()
+        proc.wait(60)
+    return clock.wall, clock.cpu, tallies
+
+
+# -- anyio's own byte streams --------------------------------------------------------------------
+
+
+async def anyio_raw(stream: Any, t: Tally) -> None:
+    """anyio's limit: ``receive(1 MiB)`` in a loop, no parsing (bytes counted)."""
+    import anyio
+
+    receive = stream.receive
+    while True:
+        try:
+            t.payload += len(await receive(1 << 20))
+        except anyio.EndOfStream:
+            return
+
+
+async def membuf_anyio(stream: Any, t: Tally) -> None:
+    """``StreamReader(anyio_stream)`` (one copy per receive), ``frames(views, batch)``."""
+    async with StreamReader(stream) as rx:
+        await views_of(rx, t)
+
+
+# -- TLS: a sender process that speaks TLS, and membuf's trio TLS receiver ------------------
+
+
+_TLS: dict[str, Any] = {}
+
+
+def tls_files() -> tuple[str, str]:
+    """(CA file, server cert+key file) of a throwaway CA (trustme), made once per process."""
+    if not _TLS:
+        import tempfile
+
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("localhost", "127.0.0.1")
+        d = tempfile.mkdtemp(prefix="membuf-bench-tls-")
+        _TLS["ca"], _TLS["pem"] = f"{d}/ca.pem", f"{d}/server.pem"
+        ca.cert_pem.write_to_path(_TLS["ca"])
+        cert.private_key_and_cert_chain_pem.write_to_path(_TLS["pem"])
+    return _TLS["ca"], _TLS["pem"]
+
+
+def have_tls() -> bool:
+    return have("trustme")
+
+
+def server_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tls_files()[1])
+    return ctx
+
+
+def accept_tls_sender(conns: int, sizes: str, per_conn: int,
+                      seed: int) -> tuple[list[socket.socket], subprocess.Popen[bytes],
+                                          ssl.SSLContext]:
+    """As ``sender.accept_sender``, but the sender process wraps each connection in TLS."""
+    raise_fd_limit(2 * conns + 64)
+    ca, _ = tls_files()
+    with socket.create_server(("127.0.0.1", 0), backlog=conns + 16) as listener:
+        listener.settimeout(120)
+        code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import contenders; "
+                "contenders.tls_send_main(sys.argv[1:])")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(listener.getsockname()[1]),
+                                 str(conns), sizes, str(per_conn), str(seed), ca])
+        try:
+            return [listener.accept()[0] for _ in range(conns)], proc, server_context()
+        except BaseException:
+            proc.kill()
+            raise
+
+
+def tls_send_main(argv: list[str]) -> None:
+    """The TLS sender: ``port conns sizes bytes seed cafile``; the same seeded block as
+    sender.py, ``sendall`` on TLS sockets, then close_notify (``unwrap``) for the end."""
+    port, conns, sizes, per_conn, seed, ca = (int(argv[0]), int(argv[1]), argv[2],
+                                              int(argv[3]), int(argv[4]), argv[5])
+    raise_fd_limit(conns + 64)
+    block, _ = block_for(sizes, per_conn, seed)
+    ctx = ssl.create_default_context(cafile=ca)
+    socks = []
+    for _ in range(conns):
+        raw = socket.create_connection(("127.0.0.1", port))
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw.settimeout(120)
+        socks.append(ctx.wrap_socket(raw, server_hostname="localhost"))
+    view = memoryview(block)
+    for _ in range(max(1, -(-per_conn // len(block)))):
+        for s in socks:
+            s.sendall(view)
+    for s in socks:
+        try:
+            s.unwrap().close()           # close_notify: the end of the stream
+        except (OSError, ssl.SSLError):
+            s.close()
+
+
+async def membuf_trio_tls(stream: Any, t: Tally) -> None:
+    """membuf's trio TLS (``ssl.SSLObject`` decrypting into the chunk), server side."""
+    from membuf._stream._tls import TLSStream
+
+    tls = TLSStream(stream, server_context(), server_side=True)
+    await tls.do_handshake()
+    async with StreamReader(tls) as rx:
+        await views_of(rx, t)
+        if rx.stats().copied:
+            raise CheckError(f"membuf trio TLS copied {rx.stats().copied} bytes")
+
+
+def run_trio_tls(receiver: Any, conns: int, sizes: str, per_conn: int, seed: int) -> Run:
+    import trio
+
+    socks, proc, _ = accept_tls_sender(conns, sizes, per_conn, seed)
+
+    async def main() -> None:
+        streams = [trio.SocketStream(trio.socket.from_stdlib_socket(s)) for s in socks]
+        with clock:
+            async with trio.open_nursery() as nursery:
+                for s, t in zip(streams, tallies, strict=True):
+                    nursery.start_soon(receiver, s, t)
+
+    tallies, clock = [Tally() for _ in socks], Clock()
+    try:
+        trio.run(main)
+    finally:
+        for s in socks:
+            s.close()
+        proc.wait(60)
+    return clock.wall, clock.cpu, tallies
+
+
 Runner = Callable[[Any, int, str, int, int], Run]
 
 STREAM: dict[str, tuple[Runner, Any]] = {
@@ -582,6 +834,23 @@ STREAM: dict[str, tuple[Runner, Any]] = {
     "asyncio BufferedProtocol": (run_asyncio, FrameProtocol),
     "anyio exactly": (run_anyio, anyio_exactly),
     "anyio receive": (run_anyio, anyio_receive),
+    # asyncio and uvloop on accepted sockets; TLS: the sender speaks TLS
+    "raw asyncio recv_into 1M": (run_asyncio_on, partial(protocol_on, RawProtocol)),
+    "membuf asyncio views": (run_asyncio_on, membuf_asyncio_on),
+    "raw uvloop recv_into 1M": (partial(run_asyncio_on, uv=True), partial(protocol_on,
+                                                                         RawProtocol)),
+    "membuf uvloop views": (partial(run_asyncio_on, uv=True), membuf_asyncio_on),
+    "uvloop BufferedProtocol": (partial(run_asyncio_on, uv=True), partial(protocol_on,
+                                                                         FrameProtocol)),
+    "uvloop readexactly": (partial(run_asyncio_on, uv=True), readexactly_on),
+    "raw anyio receive": (run_anyio, anyio_raw),
+    "membuf anyio views": (run_anyio, membuf_anyio),
+    "membuf asyncio TLS views": (partial(run_asyncio_on, tls=True), membuf_asyncio_on),
+    "membuf uvloop TLS views": (partial(run_asyncio_on, uv=True, tls=True), membuf_asyncio_on),
+    "membuf trio TLS views": (run_trio_tls, membuf_trio_tls),
+    "asyncio readexactly TLS": (partial(run_asyncio_on, tls=True), readexactly_on),
+    "asyncio BufferedProtocol TLS": (partial(run_asyncio_on, tls=True),
+                                     partial(protocol_on, FrameProtocol)),
 }
 
 

@@ -3,6 +3,7 @@
 from . import codecs as codecs
 from .allocator import Allocator as Allocator
 from .allocator import AllocatorStats as AllocatorStats
+from .errors import BufferLimitError as BufferLimitError
 from .errors import FreeError as FreeError
 from .errors import IncompleteReadError as IncompleteReadError
 from .errors import MalformedError as MalformedError
@@ -14,11 +15,13 @@ from .memory import Memory as Memory
 from .memory import RecyclableMemory as RecyclableMemory
 from .reader import Reader as Reader
 from .stream import Connection as Connection
+from .stream import StreamOptions as StreamOptions
 from .stream import StreamReader as StreamReader
 from .stream import StreamStats as StreamStats
 from .stream import open_tcp as open_tcp
 from .stream import send_memory as send_memory
 from .stream import serve_tcp as serve_tcp
+from .stream import start_server as start_server
 from .writer import Writer as Writer
 
 __version__ = "0.1.0"
@@ -26,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Allocator",
     "AllocatorStats",
+    "BufferLimitError",
     "Connection",
     "FreeError",
     "IncompleteReadError",
@@ -38,10 +42,12 @@ __all__ = [
     "NeedMore",
     "Reader",
     "RecyclableMemory",
+    "StreamOptions",
     "StreamReader",
     "StreamStats",
     "codecs",
     "open_tcp",
     "send_memory",
     "serve_tcp",
+    "start_server",
 ]

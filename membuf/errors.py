@@ -13,6 +13,7 @@ __all__ = [
     "NeedMore",
     "IncompleteReadError",
     "MalformedError",
+    "BufferLimitError",
     "FreeError",
     "MemoryLimitError",
     "UseAfterFreeError",
@@ -50,6 +51,22 @@ class IncompleteReadError(NeedMore):
 
 class MalformedError(MembufError, ValueError):
     """Input that can never parse: over-long LEB128, a frame over max_frame, a bad n."""
+
+
+class BufferLimitError(MalformedError):
+    """A read or frame needs more bytes buffered than a stream's ``max_buffered`` allows.
+
+    ``size`` is how many bytes the read needs buffered at once (a lower bound
+    when ``exact`` is false: a delimiter search, a frame whose length is not
+    known yet), ``limit`` is ``max_buffered``. Nothing was consumed. A
+    :class:`MalformedError`, so code that catches oversized input keeps working.
+    """
+
+    def __init__(self, message: str, size: int, limit: int, exact: bool = True) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+        self.exact = exact
 
 
 class FreeError(MembufError, ValueError):

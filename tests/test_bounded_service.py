@@ -22,6 +22,7 @@ from __future__ import annotations
 import gc
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,7 +30,7 @@ import trio
 import trio.testing
 
 import membuf
-from membuf import Allocator, Connection, MemoryLimitError, codecs
+from membuf import Allocator, Connection, MemoryLimitError, _core
 from membuf import reader as reader_module
 from membuf.codecs import Delimited, LengthPrefixed
 
@@ -201,6 +202,31 @@ def test_read_over_max_buffered_is_malformed_not_out_of_memory() -> None:
     assert a.stats().in_use == 0 and a.stats().failed == 0
 
 
+def work_meter(codec: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
+    """Segment visits from now on: the compiled core counts the segments its framers scan
+    and its searches walk (``membuf._core.segment_visits()``); under MEMBUF_PURE_PYTHON the
+    reference's frame attempts and the segments handed to its search are counted."""
+    if membuf.COMPILED:
+        start = _core.segment_visits()
+        return lambda: _core.segment_visits() - start
+    work = 0
+    attempt, search = type(codec)._frame, reader_module.find_in
+
+    def counting_attempt(self: Any, r: Any) -> Any:
+        nonlocal work
+        work += 1
+        return attempt(self, r)
+
+    def counting_search(segs: list[memoryview], i: int, *rest: Any) -> int:
+        nonlocal work
+        work += len(segs) - i             # the segments this search may walk
+        return search(segs, i, *rest)
+
+    monkeypatch.setattr(type(codec), "_frame", counting_attempt)
+    monkeypatch.setattr(reader_module, "find_in", counting_search)
+    return lambda: work
+
+
 @pytest.mark.parametrize("codec", [
     LengthPrefixed("be32", max_frame=1 << 20),
     Delimited(b"\r\n", max_frame=1 << 20),
@@ -209,8 +235,8 @@ def test_dribbled_frame_costs_linear_work(codec: Any, monkeypatch: pytest.Monkey
     """A hostile peer sends one frame one byte per packet, so every receive is a 1-byte
     segment and ``frames()`` tries to split after each one. The server's work must grow
     linearly with the frame, not with its square. Counted, not timed: native segment
-    scans plus the segments handed to the delimiter search (``memory.find_in``, reached
-    through ``Reader.read_until``).
+    scans plus the segments walked by the delimiter search (reached through
+    ``Reader.read_until``): see ``work_meter``.
 
     Found by this test: every attempt walked every buffered 1-byte segment again, so
     a 16,000-byte CRLF line dribbled through ``frames(Delimited)`` cost 35 s of server CPU
@@ -218,21 +244,7 @@ def test_dribbled_frame_costs_linear_work(codec: Any, monkeypatch: pytest.Monkey
     minutes). Fixed by coalescing dribbled items in StreamReader and a resume memo in
     ``Reader.read_until``. The 256-byte chunk makes a 900-byte line long enough to show it.
     """
-    work = 0
-    native_scan, search = codecs._scan, reader_module.find_in
-
-    def counting_scan(*args: Any) -> Any:
-        nonlocal work
-        work += 1
-        return native_scan(*args)
-
-    def counting_search(segs: list[memoryview], i: int, *rest: Any) -> int:
-        nonlocal work
-        work += len(segs) - i             # the segments this search may walk
-        return search(segs, i, *rest)
-
-    monkeypatch.setattr(codecs, "_scan", counting_scan)
-    monkeypatch.setattr(reader_module, "find_in", counting_search)
+    work = work_meter(codec, monkeypatch)
     n = 900
     data = (n.to_bytes(4, "big") + b"x" * n if isinstance(codec, LengthPrefixed)
             else b"x" * n + b"\r\n")
@@ -256,7 +268,7 @@ def test_dribbled_frame_costs_linear_work(codec: Any, monkeypatch: pytest.Monkey
 
     trio.run(main)
     assert got == [n]
-    assert work <= 16 * len(data), f"{work} segment visits for a {len(data)}-byte frame"
+    assert work() <= 16 * len(data), f"{work()} segment visits for a {len(data)}-byte frame"
 
 
 @pytest.mark.parametrize("codec", [
@@ -270,21 +282,7 @@ def test_codec_over_one_byte_segments_costs_linear_work(
     (as a hand-written receive loop would make it) and ``split`` after every push. Before
     ``Reader``'s resume memo, each attempt searched every buffered segment again:
     182,103 segment visits for this 602-byte line, 7.5 s for a 2,000-byte one."""
-    work = 0
-    native_scan, search = codecs._scan, reader_module.find_in
-
-    def counting_scan(*args: Any) -> Any:
-        nonlocal work
-        work += 1
-        return native_scan(*args)
-
-    def counting_search(segs: list[memoryview], i: int, *rest: Any) -> int:
-        nonlocal work
-        work += len(segs) - i
-        return search(segs, i, *rest)
-
-    monkeypatch.setattr(codecs, "_scan", counting_scan)
-    monkeypatch.setattr(reader_module, "find_in", counting_search)
+    work = work_meter(codec, monkeypatch)
     n = 600
     data = (n.to_bytes(4, "big") + b"x" * n if isinstance(codec, LengthPrefixed)
             else b"x" * n + b"\r\n")
@@ -295,7 +293,7 @@ def test_codec_over_one_byte_segments_costs_linear_work(
         mem.push(data[i : i + 1])
         frames += len(codec.split(r))
     assert frames == 1
-    assert work <= 16 * len(data), f"{work} segment visits for a {len(data)}-byte frame"
+    assert work() <= 16 * len(data), f"{work()} segment visits for a {len(data)}-byte frame"
 
 
 def _rtmp_first_chunks(streams: int, length: int) -> bytes:

@@ -138,6 +138,8 @@ def chunk_bytes(*held: Any) -> int:
 
     def visit(x: Any) -> None:
         if isinstance(x, memoryview):
+            if not len(x) and not isinstance(x.obj, _core.Chunk):
+                return                      # an empty frame may view nothing at all
             assert isinstance(x.obj, _core.Chunk), f"not a view of a chunk: {x.obj!r}"
             chunks[id(x.obj)] = x.obj.nbytes
         elif isinstance(x, (list, tuple, Memory)):
@@ -701,4 +703,4 @@ async def test_a_dribbled_line_is_coalesced_not_rescanned_segment_by_segment() -
         got = [f.to_bytes() async for f in rx.frames(codecs.Delimited(b"\r\n", 1 << 16))]
         assert got == [line, b"tail"]
         assert rx.stats().compacted > 0
-        assert rx._mem.count <= 8 + 1
+        assert rx._eng.mem.count <= 8 + 1
