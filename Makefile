@@ -27,6 +27,9 @@ test: $(STAMP) test-c lint test-py test-micro test-asan
 
 test-py: $(STAMP)
 	$(PY) -m pytest -q
+	@# the Reader / codec / media-parser suite again on the pure-Python twin (docs/design.md §10)
+	MEMBUF_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_reader.py \
+		tests/test_codecs.py tests/test_misuse.py tests/test_differential.py tests/test_media_parsers.py
 
 LINT_DIRS := $(wildcard membuf tests benchmarks examples fuzz)
 
@@ -123,6 +126,8 @@ fuzz: $(STAMP) $(FUZZ_OUT)/fuzz_alloc
 	@grep -E '^(Done|stat::number_of_executed_units|stat::average_exec_per_sec)' $(FUZZ_OUT)/alloc.log
 	@echo "== hypothesis: harness tests with a big example budget"
 	MEMBUF_FUZZ_RUNS=10 MEMBUF_FUZZ_EXAMPLES=1500 $(PY) -m pytest -q tests/test_fuzz_smoke.py
+	@echo "== crash fuzz (fuzz/crash.py): 200 child processes x 500 random API steps, new seeds"
+	@$(PY) fuzz/crash.py --runs 200 --steps 500 --budget-seconds $$((5 * $(FUZZ_SECONDS)))
 
 # clang from Debian when missing (libFuzzer ships with it)
 $(FUZZ_OUT)/fuzz_alloc: fuzz/fuzz_alloc.c $(NATIVE)

@@ -13,6 +13,7 @@ from .errors import NeedMore as NeedMore
 from .errors import UseAfterFreeError as UseAfterFreeError
 from .memory import Memory as Memory
 from .memory import RecyclableMemory as RecyclableMemory
+from .reader import COMPILED as COMPILED
 from .reader import Reader as Reader
 from .stream import Connection as Connection
 from .stream import StreamOptions as StreamOptions
@@ -27,6 +28,7 @@ from .writer import Writer as Writer
 __version__ = "0.1.0"
 
 __all__ = [
+    "COMPILED",
     "Allocator",
     "AllocatorStats",
     "BufferLimitError",

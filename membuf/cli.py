@@ -3,6 +3,7 @@
 Each command lives in the module that owns its concept and exposes
 ``main(argv) -> int``; this file only names them, and imports one lazily so
 that ``python -m membuf probe`` never pays for trio or the benchmarks.
+``--version`` prints the installed version.
 """
 
 from __future__ import annotations
@@ -20,9 +21,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+def version() -> str:
+    from . import __version__
+
+    return f"membuf {__version__}"
+
+
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: python -m membuf <command> [options]", "", "commands:"]
+    lines = ["usage: python -m membuf <command> [options]", "       python -m membuf --version",
+             "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "python -m membuf <command> --help for a command's options"]
     return "\n".join(lines)
@@ -33,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(usage())
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        print(version())
+        return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
         print(f"unknown command {name!r}\n\n{usage()}", file=sys.stderr)

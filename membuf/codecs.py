@@ -1,222 +1,181 @@
-"""Framers: split a Reader into length-prefixed or delimited frames.
+"""Framers: split a Reader into length-prefixed or delimited frames (docs/design.md §5).
 
-Strategy. The hot loop, finding frame boundaries inside a segment, runs in C
-(``mb_scan_frames`` in ``native/scan.c``): each segment is handed to C once
-(``ffi.from_buffer``) and C fills a preallocated, reused array with the
-``[start, end)`` body offsets of every complete frame in it. Python then
-slices the segment with one list comprehension over that offset list, so a
-small frame costs one memoryview slice (``split_views``) or one slice plus one
-Memory (``split``), never a Python loop iteration of parsing. A frame whose
-prefix, body or delimiter straddles two or more segments takes the Python
-slow path (the Reader's own atomic reads); there is at most one such frame
-per segment boundary.
+Two implementations with the same names, results and errors:
 
-Contract (docs/design.md §5): only complete frames are returned; a partial
-frame is left unread. A frame over ``max_frame`` (or a malformed LEB128
-prefix) raises ``MalformedError`` with the reader left at the start of that
-frame; if complete frames came before it in the same call, they are returned
-first and the error is raised by the next call, so no frame is ever lost.
+* the compiled framers (:class:`LengthPrefixed` and :class:`Delimited` over
+  ``membuf._core.Framer``, native/core/framer.c), the default: one pass over
+  each segment that makes every complete frame's view (``split_views``) or
+  Memory (``split``) as it finds it, straight into the output list, with no
+  Python int, tuple or slice per frame; a frame spanning segments takes a slow
+  path made of the Reader's own atomic reads, at most one per segment boundary;
+* :class:`PyLengthPrefixed` and :class:`PyDelimited`, the executable
+  reference: one frame at a time in plain Python over the Reader's public reads
+  (``skip``, ``read_leb128`` / ``read_be`` / ``read_le``, ``range``,
+  ``read_until`` in a ``transaction``), selected with ``MEMBUF_PURE_PYTHON=1``.
+
+Length-prefixed frames follow Netty's LengthFieldBasedFrameDecoder: ``offset``
+header bytes come before the length field, ``adjust`` is added to the field's
+value to give the body length (the bytes after the field), and ``strip`` bytes
+are removed from the front of each frame (by default the header and the field,
+so only the body is returned). ``max_frame`` bounds the body.
+
+Contract: only complete frames are returned; a partial frame is left unread. A
+frame over ``max_frame`` (or a malformed length field, a negative body, a
+``strip`` past the frame's end) raises ``MalformedError`` with the reader left
+at the start of that frame; if complete frames came before it in the same call,
+they are returned first and the error is raised by the next call, so no frame
+is ever lost. The same holds when ``malloc`` of a joined frame fails.
+
+Any object with the :class:`Codec` methods works with ``StreamReader.frames``.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ._native import ffi, lib
+from . import _core
 from .errors import MalformedError, NeedMore
-from .memory import Memory
-from .memory import from_views as _memory
-from .reader import Reader
+from .memory import Memory, from_views
+from .reader import COMPILED, PyReader, Reader, bytes_arg
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from .allocator import Allocator
+__all__ = ["Codec", "Delimited", "Framer", "LengthPrefixed", "PyDelimited", "PyFramer",
+           "PyLengthPrefixed", "Splitter", "SupportsMalloc"]
 
-__all__ = ["Framer", "LengthPrefixed", "Delimited"]
-
-_CAP = 4096                     # frames per native call (the offsets array holds 2 * _CAP)
-_from_buffer = ffi.from_buffer
-_scan = lib.mb_scan_frames
-_FULL = lib.MB_SCAN_FULL
-_MALFORMED = lib.MB_SCAN_MALFORMED
-_PREFIXES = {
-    "leb128": (lib.MB_FRAME_LEB128, 0),
-    "be16": (lib.MB_FRAME_BE16, 2),
-    "be24": (lib.MB_FRAME_BE24, 3),
-    "be32": (lib.MB_FRAME_BE32, 4),
-}
+_PREFIXES = {"leb128": 0, "be16": 2, "be24": 3, "be32": 4, "le16": 2, "le32": 4}
+_NOTHING = "nothing consumed past the last complete frame"
+_READERS = (PyReader, _core.Reader)      # what the pure-Python framers read (both cursors)
 
 
-# The scanner's output arrays (64 KiB) are scratch: shared by every codec of a thread
-# (a split never awaits, and cffi calls release the GIL, hence per thread), so a codec
-# per connection costs no resident memory.
-_scratch = threading.local()
+class SupportsMalloc(Protocol):
+    """What ``split_views`` copies a frame spanning segments into: ``malloc(n)`` returns a
+    writable buffer of exactly ``n`` bytes (an :class:`~membuf.Allocator`, or the stream
+    layer's own joiner)."""
+
+    def malloc(self, n: int) -> Any: ...
 
 
-def _new_scratch() -> tuple[Any, memoryview, Any]:
-    offs = ffi.new("uint64_t[]", 2 * _CAP)
-    offv = memoryview(ffi.buffer(offs)).cast("Q")        # tolist() beats ffi.unpack
-    return offs, offv, ffi.new("uint64_t[2]")
+@runtime_checkable
+class Splitter(Protocol):
+    """What ``StreamReader.frames(codec)`` needs for Memory frames: ``split(reader)``
+    consumes every complete frame buffered and returns them (``[]`` when none is
+    complete; a ``NeedMore`` raised inside means the same)."""
+
+    def split(self, reader: Reader) -> list[Any]: ...
 
 
-class Framer:
-    """Base of the framers: the shared split loop over the native scanner.
+@runtime_checkable
+class Codec(Splitter, Protocol):
+    """A framer: :class:`Splitter` plus ``split_views``, which ``frames(codec,
+    views=True)`` needs.
 
-    Subclasses set ``_kind``, ``_delim`` and implement ``_slow_frame``.
+    ``split_views`` returns one memoryview per frame, copying a frame that spans
+    segments into ``allocator.malloc(n)`` (or a bytearray). A codec may also have
+    ``encode(payload, writer=None)`` (the built-in framers will); it is not part of
+    this protocol because ``frames()`` never calls it.
+    """
+
+    def split_views(self, reader: Reader, allocator: SupportsMalloc | None = None) -> list[Any]: ...
+
+
+# -- arguments (one check for both implementations, so their errors are the same) --------
+
+
+def _int_arg(name: str, v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    return int(v)
+
+
+def check_max_frame(max_frame: Any) -> int:
+    """``max_frame``: an int in 0..2**64-1 (a larger one could never be enforced)."""
+    v = _int_arg("max_frame", max_frame)
+    if not 0 <= v < 1 << 64:
+        raise ValueError(f"max_frame must be in 0..2**64-1, got {max_frame!r}")
+    return v
+
+
+def check_prefixed(prefix: Any, max_frame: Any, offset: Any, adjust: Any,
+                   strip: Any) -> tuple[str, int, int, int, int | None]:
+    """The arguments of LengthPrefixed, checked: (prefix, max_frame, offset, adjust, strip)."""
+    if not isinstance(prefix, str) or prefix not in _PREFIXES:
+        raise ValueError(f"prefix must be one of {sorted(_PREFIXES)}, got {prefix!r}")
+    mf = check_max_frame(max_frame)
+    off = _int_arg("offset", offset)
+    if not 0 <= off < 1 << 32:
+        raise ValueError(f"offset (header bytes before the length field) must be in 0..2**32-1, got {offset!r}")
+    adj = _int_arg("adjust", adjust)
+    if not -(1 << 63) <= adj < 1 << 63:
+        raise ValueError(f"adjust must be in -2**63..2**63-1, got {adjust!r}")
+    st: int | None = None
+    if strip is not None:
+        st = _int_arg("strip", strip)
+        if not 0 <= st < 1 << 62:
+            raise ValueError(f"strip must be None or in 0..2**62-1, got {strip!r}")
+    return prefix, mf, off, adj, st
+
+
+def check_delimited(delim: Any, max_frame: Any) -> tuple[bytes, int]:
+    """The arguments of Delimited, checked: (delimiter, max_frame)."""
+    d = bytes_arg(delim, "Delimited's delimiter")
+    if not d:
+        raise ValueError("Delimited needs a non-empty delimiter")
+    return d, check_max_frame(max_frame)
+
+
+def _prefixed_repr(c: Any) -> str:
+    extra = "".join(f", {k}={getattr(c, k)!r}" for k, default in
+                    (("offset", 0), ("adjust", 0), ("strip", None)) if getattr(c, k) != default)
+    return f"LengthPrefixed({c.prefix!r}, max_frame={c.max_frame}{extra})"
+
+
+# -- the compiled framers ---------------------------------------------------------------
+
+
+class Framer(_core.Framer):
+    """Base of the compiled framers: ``split`` / ``split_views`` in C (native/core/framer.c).
+
     ``joined`` counts frames that ``split_views`` had to copy into one buffer
     because they spanned segments.
     """
 
-    _kind: int
-    _delim: bytes = b""
-
-    def __init__(self, max_frame: int) -> None:
-        if type(max_frame) is not int or max_frame < 0:
-            raise ValueError(f"max_frame must be an int >= 0, got {max_frame!r}")
-        self.max_frame = max_frame
-        self.joined = 0
-
-    def _slow_frame(self, reader: Reader) -> list[memoryview]:
-        """Consume one frame that spans segments; return its body views.
-
-        Raises NeedMore (nothing consumed) or MalformedError (nothing consumed).
-        """
-        raise NotImplementedError
-
-    def _scan(self, reader: Reader, views: bool, allocator: Any) -> list[Any]:
-        out: list[Any] = []
-        try:
-            offs, offv, state = _scratch.arrays
-        except AttributeError:
-            offs, offv, state = _scratch.arrays = _new_scratch()
-        kind = self._kind
-        delim, dlen, max_frame = self._delim, len(self._delim), self.max_frame
-        while reader._pos < reader._end or reader._settle():
-            cur, pos, end = reader._cur, reader._pos, reader._end
-            # The reader remembers (codec, segment, offset) of an incomplete frame this
-            # codec already scanned, so a retry after each receive does not rescan it.
-            # It lives on the reader (per connection) and never outlives its cursor.
-            stuck = reader._split_memo
-            if stuck is not None and stuck[0] is self and stuck[1] is cur and stuck[2] == pos:
-                stop = pos                   # scanned last call: an incomplete frame starts here
-            else:
-                k = _scan(_from_buffer(cur), pos, end, kind, delim, dlen, max_frame, offs, _CAP, state)
-                if k:
-                    it = iter(offv[: 2 * k].tolist())
-                    if views:
-                        out += [cur[a:b] for a, b in zip(it, it, strict=False)]
-                    else:
-                        out += [_memory([cur[a:b]], b - a) for a, b in zip(it, it, strict=False)]
-                stop, status = state[0], state[1]
-                reader._pos = stop
-                if status == _FULL or stop == end:
-                    continue
-                if status == _MALFORMED:
-                    if out:
-                        break                # return what came before; the next call raises
-                    self._malformed(reader)
-            reader._split_memo = None
-            if len(reader) == end - stop:
-                reader._split_memo = (self, cur, stop)   # an incomplete frame, nothing after it
-                break
-            st = reader._save()
-            try:
-                pieces = self._slow_frame(reader)
-            except NeedMore:
-                reader._restore(st)
-                break
-            except MalformedError:
-                reader._restore(st)
-                if out:
-                    break
-                raise
-            if not views:
-                out.append(_memory(pieces, sum(map(len, pieces))))
-            elif len(pieces) == 1:
-                out.append(pieces[0])        # e.g. the body sat in one segment after all
-            else:
-                out.append(self._join(pieces, allocator))
-        return out
-
-    def _join(self, pieces: list[memoryview], allocator: Allocator | None) -> memoryview:
-        self.joined += 1
-        if allocator is None:
-            return memoryview(bytearray().join(pieces))
-        n = sum(map(len, pieces))
-        buf = allocator.malloc(n)
-        pos = 0
-        for p in pieces:
-            buf[pos : pos + len(p)] = p
-            pos += len(p)
-        return buf
-
-    def _malformed(self, reader: Reader) -> None:
-        """Raise the MalformedError for the frame at the cursor (re-parsed by the slow path)."""
-        st = reader._save()
-        try:
-            self._slow_frame(reader)
-        finally:
-            reader._restore(st)
-        raise AssertionError("native scanner and slow path disagree")  # pragma: no cover
-
-    def split(self, reader: Reader) -> list[Memory]:
-        """Consume every complete frame now available; return each as a Memory (zero-copy).
-
-        A frame that spans segments is a Memory of several views. A partial
-        frame is left unread.
-
-        Raises:
-            MalformedError: the next frame is over ``max_frame`` or its prefix is
-                malformed; the reader is left at its start (complete frames before
-                it are returned first, by this call).
-        """
-        return self._scan(reader, False, None)
-
-    def split_views(self, reader: Reader, allocator: Allocator | None = None) -> list[memoryview]:
-        """Consume every complete frame now available; return one memoryview per frame.
-
-        A frame inside one segment is a view of it (zero-copy); a frame that
-        spans segments is copied into one buffer, malloc'd from ``allocator``
-        when given (the caller frees it), else a bytearray; ``joined`` counts them.
-
-        Raises:
-            MalformedError: as :meth:`split`.
-        """
-        return self._scan(reader, True, allocator)
+    __slots__ = ()
 
 
 class LengthPrefixed(Framer):
-    """Frames with a length prefix: ``"leb128"``, ``"be16"``, ``"be24"`` or ``"be32"``.
+    """Frames with a length field: ``"leb128"``, ``"be16"``, ``"be24"``, ``"be32"``,
+    ``"le16"`` or ``"le32"``, after Netty's LengthFieldBasedFrameDecoder.
 
     Args:
-        prefix: how the body length is encoded before each body.
-        max_frame: the largest body allowed; longer -> MalformedError.
+        prefix: how the length field is encoded.
+        max_frame: the largest body allowed (bytes after the length field); longer ->
+            MalformedError. At most 2**64-1.
+        offset: header bytes before the length field (part of the frame).
+        adjust: added to the length field's value to give the body length (e.g. -2
+            when a be16 field counts itself).
+        strip: bytes removed from the front of each frame; ``None`` (the default)
+            removes the header and the length field, so a frame is its body.
 
     >>> from membuf import Reader
     >>> r = Reader.from_bytes(b"\\x03abc\\x02d", b"e\\x05par")
     >>> codec = LengthPrefixed("leb128", max_frame=1024)
     >>> [bytes(v) for v in codec.split_views(r)], codec.joined, len(r)
     ([b'abc', b'de'], 1, 4)
+
+    An MQTT-like fixed header (a type byte, then a LEB128 length), whole packets:
+
+    >>> mqtt = LengthPrefixed("leb128", offset=1, strip=0)
+    >>> [bytes(v) for v in mqtt.split_views(Reader(b"\\x30\\x02hi\\xc0\\x00"))]
+    [b'0\\x02hi', b'\\xc0\\x00']
     """
 
-    def __init__(self, prefix: str = "leb128", max_frame: int = 1 << 20) -> None:
-        if prefix not in _PREFIXES:
-            raise ValueError(f"prefix must be one of {sorted(_PREFIXES)}, got {prefix!r}")
-        super().__init__(max_frame)
-        self.prefix = prefix
-        self._kind, self._width = _PREFIXES[prefix]
+    __slots__ = ()
 
-    def _slow_frame(self, reader: Reader) -> list[memoryview]:
-        n = reader.read_leb128() if self._width == 0 else reader.read_be(self._width)
-        if n > self.max_frame:
-            raise MalformedError(
-                f"{self.prefix} frame of {n} bytes is over max_frame={self.max_frame}; "
-                "nothing consumed past the last complete frame"
-            )
-        return list(reader.range(n))
+    def __init__(self, prefix: str = "leb128", max_frame: int = 1 << 20, *, offset: int = 0,
+                 adjust: int = 0, strip: int | None = None) -> None:
+        super().__init__(*check_prefixed(prefix, max_frame, offset, adjust, strip), None)
 
     def __repr__(self) -> str:
-        return f"LengthPrefixed({self.prefix!r}, max_frame={self.max_frame})"
+        return _prefixed_repr(self)
 
 
 class Delimited(Framer):
@@ -228,21 +187,162 @@ class Delimited(Framer):
 
     >>> from membuf import Reader
     >>> r = Reader.from_bytes(b"a\\r\\nbc\\r", b"\\nde")
-    >>> [m.to_bytes() for m in Delimited(b"\\r\\n", max_frame=64).split(r)], r.peek(2)
+    >>> [m.tobytes() for m in Delimited(b"\\r\\n", max_frame=64).split(r)], r.peek(2)
     ([b'a', b'bc'], b'de')
     """
 
-    _kind = lib.MB_FRAME_DELIM
+    __slots__ = ()
 
     def __init__(self, delim: bytes = b"\r\n", max_frame: int = 1 << 16) -> None:
-        if not delim:
-            raise ValueError("Delimited needs a non-empty delimiter")
-        super().__init__(max_frame)
-        self._delim = bytes(delim)
-        self.delim = self._delim
-
-    def _slow_frame(self, reader: Reader) -> list[memoryview]:
-        return list(reader.read_until(self._delim, self.max_frame))
+        d, mf = check_delimited(delim, max_frame)
+        super().__init__(None, mf, 0, 0, None, d)
 
     def __repr__(self) -> str:
-        return f"Delimited({self._delim!r}, max_frame={self.max_frame})"
+        return f"Delimited({self.delim!r}, max_frame={self.max_frame})"
+
+
+# -- the pure-Python reference -----------------------------------------------------------
+
+
+class PyFramer:
+    """The pure-Python split loop: one frame per iteration, each in a ``transaction``."""
+
+    max_frame: int
+    joined: int
+
+    def _frame(self, reader: Reader) -> list[memoryview]:
+        """Consume one frame; return the views of the bytes it hands out.
+
+        Raises NeedMore or MalformedError (the caller's transaction rewinds).
+        """
+        raise NotImplementedError
+
+    def _make(self, pieces: list[memoryview], views: bool, allocator: Any) -> Any:
+        if not views:
+            return from_views(pieces, sum(map(len, pieces)))
+        if not pieces:
+            return memoryview(b"")
+        if len(pieces) == 1:
+            return pieces[0]               # e.g. the body sat in one segment after all
+        n = sum(map(len, pieces))
+        buf = bytearray(n) if allocator is None else allocator.malloc(n)
+        dst = memoryview(buf)
+        if len(dst) != n:
+            raise ValueError(f"allocator.malloc({n}) returned {len(dst)} bytes")
+        pos = 0
+        for p in pieces:
+            dst[pos : pos + len(p)] = p
+            pos += len(p)
+        self.joined += 1
+        return dst if allocator is None else buf
+
+    def _run(self, reader: Reader, views: bool, allocator: Any) -> list[Any]:
+        if not isinstance(reader, _READERS):
+            what = "split_views" if views else "split"
+            raise TypeError(f"{what} needs a membuf.Reader, got {type(reader).__name__}")
+        out: list[Any] = []
+        while reader.chunk():              # (steps onto the next segment with a byte)
+            try:
+                with reader.transaction():
+                    frame = self._make(self._frame(reader), views, allocator)
+            except NeedMore:
+                break
+            except (MalformedError, MemoryError):
+                if out:
+                    break                  # return what came before; the next call raises
+                raise
+            out.append(frame)
+        return out
+
+    def split(self, reader: Reader) -> list[Memory]:
+        """Consume every complete frame now available; return each as a Memory (zero-copy).
+
+        A frame that spans segments is a Memory of several views. A partial
+        frame is left unread.
+
+        Raises:
+            MalformedError: the next frame is over ``max_frame`` or malformed; the
+                reader is left at its start (complete frames before it are
+                returned first, by this call).
+        """
+        return self._run(reader, False, None)
+
+    def split_views(self, reader: Reader, allocator: SupportsMalloc | None = None) -> list[memoryview]:
+        """Consume every complete frame now available; return one memoryview per frame.
+
+        A frame inside one segment is a view of it (zero-copy); a frame that
+        spans segments is copied into one buffer, malloc'd from ``allocator``
+        when given (the caller frees it), else a bytearray; ``joined`` counts them.
+
+        Raises:
+            MalformedError: as :meth:`split`.
+            TypeError: ``allocator`` has no ``malloc`` (checked before any frame).
+        """
+        if allocator is not None and not callable(getattr(allocator, "malloc", None)):
+            raise TypeError("split_views needs an allocator with malloc(n), or None, got "
+                            f"{type(allocator).__name__}")
+        return self._run(reader, True, allocator)
+
+
+class PyLengthPrefixed(PyFramer):
+    """The reference twin of :class:`LengthPrefixed` (same arguments, results, errors)."""
+
+    def __init__(self, prefix: str = "leb128", max_frame: int = 1 << 20, *, offset: int = 0,
+                 adjust: int = 0, strip: int | None = None) -> None:
+        (self.prefix, self.max_frame, self.offset, self.adjust,
+         self.strip) = check_prefixed(prefix, max_frame, offset, adjust, strip)
+        self.delim = None
+        self.joined = 0
+        self._width = _PREFIXES[self.prefix]
+
+    def _frame(self, reader: Reader) -> list[memoryview]:
+        start = reader.offset
+        reader.skip(self.offset)                     # the header must be all here
+        w = self._width
+        if not w:
+            n = reader.read_leb128()
+        else:
+            n = reader.read_le(w) if self.prefix[0] == "l" else reader.read_be(w)
+        hdr = reader.offset - start
+        body = n + self.adjust
+        if body < 0:
+            raise MalformedError(f"{self.prefix} length field {n} with adjust={self.adjust} is a "
+                                 f"negative frame length ({body}); {_NOTHING}")
+        if body > self.max_frame:
+            field = f" (length field {n}, adjust={self.adjust})" if self.adjust else ""
+            raise MalformedError(f"{self.prefix} frame of {body} bytes{field} is over "
+                                 f"max_frame={self.max_frame}; {_NOTHING}")
+        s = hdr if self.strip is None else self.strip
+        if s > hdr + body:
+            raise MalformedError(f"strip={s} is past the end of the {hdr + body}-byte frame "
+                                 f"({self.prefix} length field {n}); {_NOTHING}")
+        reader.unread(hdr)                           # back to the frame's first byte
+        reader.skip(s)
+        return list(reader.range(hdr + body - s))   # NeedMore until the body is all here
+
+    def __repr__(self) -> str:
+        return _prefixed_repr(self)
+
+
+class PyDelimited(PyFramer):
+    """The reference twin of :class:`Delimited` (same arguments, results, errors)."""
+
+    def __init__(self, delim: bytes = b"\r\n", max_frame: int = 1 << 16) -> None:
+        self.delim, self.max_frame = check_delimited(delim, max_frame)
+        self.prefix = None
+        self.joined = 0
+
+    def _frame(self, reader: Reader) -> list[memoryview]:
+        return list(reader.read_until(self.delim, self.max_frame))
+
+    def __repr__(self) -> str:
+        return f"Delimited({self.delim!r}, max_frame={self.max_frame})"
+
+
+#: The compiled framers, whichever implementation is selected (the differential tests).
+COMPILED_FRAMERS = (LengthPrefixed, Delimited)
+#: The pure-Python framers, likewise.
+PURE_FRAMERS = (PyLengthPrefixed, PyDelimited)
+
+if not TYPE_CHECKING and not COMPILED:
+    Framer, LengthPrefixed, Delimited = PyFramer, PyLengthPrefixed, PyDelimited

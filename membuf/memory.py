@@ -4,7 +4,10 @@ Strategy. A :class:`Memory` is a scatter/gather buffer: a Python list of
 one-dimensional unsigned-byte memoryviews kept by reference (never copied),
 plus a running total length updated on every push, so ``len(m)`` is O(1) and
 never recomputed. Readers (``membuf.reader``) share the list object itself, so
-a Reader sees segments pushed after it was made.
+a Reader sees segments pushed after it was made. The list and the counters
+live in C fields of the base class ``membuf._core.MemoryCore`` (native/core/
+memcore.c), so the compiled Reader reads them directly and the framers make
+Memory frames without a Python call; Python code sees them as attributes.
 
 Invariants:
 
@@ -32,17 +35,17 @@ Not handled on purpose: thread safety (one Memory per task), strided views
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import socket
 import traceback
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
 from . import _core
-from ._native import ffi, lib
-from .errors import FreeError
+from .errors import FreeError, MalformedError, MembufError, NeedMore
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .allocator import Allocator
@@ -50,9 +53,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = ["Memory", "RecyclableMemory"]
 
-_SMALL_FIND = 512          # segments up to this size are searched with bytes.find
-_find_native = lib.mb_scan_find
-_from_buffer = ffi.from_buffer
 _FIRST_RUN = 4 << 10     # RecyclableMemory.next_n: the first run, doubling up to _MAX_RUN
 _MAX_RUN = 256 << 10
 _EAUTO = -103            # _core.free_refusal: bytes a stream chunk gives back on its own
@@ -98,7 +98,7 @@ def step_over(pending: list[memoryview], i: int, sent: int) -> int:
     return i
 
 
-class Memory:
+class Memory(_core.MemoryCore):
     """An ordered list of byte segments held by reference, with a running length.
 
     Args:
@@ -106,35 +106,21 @@ class Memory:
 
     >>> m = Memory(b"hel", bytearray(b"lo"))
     >>> m.push(memoryview(b" world"))
-    >>> len(m), m.count, m.to_bytes()
-    (11, 3, b'hello world')
+    >>> len(m), m.count, bytes(m), m[2:7].tobytes()
+    (11, 3, b'hello world', b'llo w')
     >>> m == Memory(b"hello", b" ", b"world") == b"hello world"
     True
     """
 
-    __slots__ = ("_segs", "_size", "_dropped", "_dsegs", "__weakref__")
-
-    def __init__(self, *segments: Any) -> None:
-        self._segs: list[memoryview] = []
-        self._size = 0
-        self._dropped = 0      # bytes ever removed from the front
-        self._dsegs = 0        # segments ever removed from the front
-        if segments:
-            self.push(*segments)
+    # _segs, _size, _dropped (bytes ever removed from the front) and _dsegs (segments
+    # ever removed from the front) are MemoryCore's, and so are __init__(*segments)
+    # (which pushes them), push and len(): C, with no Python frame per call.
+    __slots__ = ("__weakref__",)
 
     # -- building -----------------------------------------------------------
 
-    def push(self, *segments: Any) -> None:
-        """Append segments by reference (no copy). Empty segments are kept and harmless.
-
-        Raises:
-            TypeError: a segment is not a contiguous bytes-like object.
-        """
-        segs = self._segs
-        for obj in segments:
-            mv = as_view(obj)
-            segs.append(mv)
-            self._size += len(mv)
+    # push(*segments) is MemoryCore's (C): every segment through as_view's rules, all
+    # or none appended.
 
     def extend(self, other: Memory) -> None:
         """Append every segment of ``other`` by reference (``other`` is unchanged)."""
@@ -150,9 +136,6 @@ class Memory:
 
     # -- looking ------------------------------------------------------------
 
-    def __len__(self) -> int:
-        return self._size
-
     @property
     def count(self) -> int:
         """Number of segments (empty ones included)."""
@@ -162,12 +145,61 @@ class Memory:
         """The segments as memoryviews, in order (the views themselves, no copy)."""
         return iter(self._segs)
 
-    def to_bytes(self) -> bytes:
-        """A copy of all the bytes, joined."""
+    def tobytes(self) -> bytes:
+        """A copy of all the bytes, joined (also ``bytes(m)``; ``to_bytes`` is an alias)."""
         segs = self._segs
         if len(segs) == 1:
             return bytes(segs[0])
         return b"".join(segs)
+
+    to_bytes = tobytes
+    __bytes__ = tobytes
+
+    @overload
+    def __getitem__(self, key: slice) -> Memory: ...
+    @overload
+    def __getitem__(self, key: SupportsIndex) -> int: ...
+
+    def __getitem__(self, key: slice | SupportsIndex) -> Memory | int:
+        """``m[i:j]``: a zero-copy sub-range (a Memory of views); ``m[i]``: one byte.
+
+        Indices follow ``bytes``: negative ones count from the end and a slice is
+        clipped to the bytes there are. O(segments) to find the range.
+
+        Raises:
+            ValueError: a slice step other than 1 (a Memory range is contiguous).
+            IndexError: ``m[i]`` with ``i`` out of range.
+        """
+        size = self._size
+        if isinstance(key, slice):
+            start, stop, step = key.indices(size)
+            if step != 1:
+                raise ValueError(f"a Memory slice has step 1 (its bytes are contiguous), got {step}")
+            n = stop - start
+            views: list[memoryview] = []
+            if n > 0:
+                for seg in self._segs:
+                    k = len(seg)
+                    if start >= k:
+                        start -= k
+                        continue
+                    take = min(k - start, n)
+                    views.append(seg[start : start + take])
+                    n -= take
+                    start = 0
+                    if not n:
+                        break
+            return from_views(views, sum(map(len, views)))
+        i = operator.index(key)
+        if i < 0:
+            i += size
+        if not 0 <= i < size:
+            raise IndexError(f"Memory index {operator.index(key)} out of range for {size} bytes")
+        for seg in self._segs:
+            if i < len(seg):
+                return seg[i]
+            i -= len(seg)
+        raise IndexError("Memory index out of range")  # pragma: no cover - sizes agree
 
     def copy_to(self, dst: Any) -> int:
         """Copy every byte into the start of the writable buffer ``dst``.
@@ -269,26 +301,10 @@ class Memory:
         return total
 
     # -- hooks for Reader.clip_front ----------------------------------------
-
-    def _drop_front(self, nsegs: int, head: int, release: bool) -> list[memoryview]:
-        """Remove ``nsegs`` whole segments and ``head`` bytes of the next one.
-
-        Returns the removed pieces (non-empty ones only). ``release`` says the
-        caller hands them to a release callback (ownership leaves this Memory).
-        """
-        segs = self._segs
-        pieces = [s for s in segs[:nsegs] if len(s)]
-        dropped = sum(map(len, pieces))
-        del segs[:nsegs]
-        self._dsegs += nsegs
-        if head:
-            seg = segs[0]
-            pieces.append(seg[:head])
-            segs[0] = seg[head:]
-            dropped += head
-        self._size -= dropped
-        self._dropped += dropped
-        return pieces
+    # _drop_front(nsegs, head, release) is MemoryCore's (C): remove nsegs whole segments
+    # and head bytes of the next one, return the removed non-empty pieces; `release` says
+    # the caller hands them to a release callback (ownership leaves this Memory; see
+    # RecyclableMemory._drop_front).
 
 
 def from_views(views: list[memoryview], size: int) -> Memory:
@@ -302,45 +318,8 @@ def from_views(views: list[memoryview], size: int) -> Memory:
 
 
 _new_memory = Memory.__new__
-
-
-def find_in(segs: list[memoryview], i: int, seg: memoryview, pos: int, sub: bytes, limit: int) -> int:
-    """Offset of the first ``sub`` that ends within ``limit`` bytes of ``seg[pos]``, or -1.
-
-    ``seg`` is segment ``i`` of ``segs`` (or an older, longer view of it); the
-    search continues into ``segs[i + 1:]``. Matches straddling segments are
-    found through a carry of the last ``len(sub) - 1`` bytes. Large segments
-    are searched in C (``mb_scan_find``), small ones with ``bytes.find``.
-    """
-    m = len(sub)
-    if m == 0:
-        return 0
-    if m > limit:
-        return -1
-    seen = 0                    # bytes looked at before `view`
-    carry = b""                 # the last m - 1 of them
-    while True:
-        view = seg[pos : pos + limit - seen]
-        if view:
-            if carry:           # a match straddling the boundary starts in carry
-                j = (carry + view[: m - 1].tobytes()).find(sub)
-                if 0 <= j < len(carry):
-                    return seen - len(carry) + j
-            if len(view) <= _SMALL_FIND:
-                j = view.tobytes().find(sub)
-            else:
-                j = _find_native(_from_buffer(view), len(view), sub, m)
-            if j >= 0:
-                return seen + j
-            seen += len(view)
-            if seen >= limit:
-                return -1
-            if m > 1:
-                carry = (carry + view[1 - m :].tobytes())[1 - m :]
-        i += 1
-        if i >= len(segs):
-            return -1
-        seg, pos = segs[i], 0
+# The compiled Reader and framers make Memory frames and raise these errors.
+_core._bind_reader(Memory, as_view, NeedMore, MalformedError, MembufError)
 
 
 def _same_content(a: Iterable[memoryview], b: Iterable[memoryview]) -> bool:
@@ -432,6 +411,8 @@ class RecyclableMemory(Memory):
                  "_tail", "_run_size", "_refs")
 
     def __init__(self, allocator: Allocator) -> None:
+        if not hasattr(allocator, "_epoch") or not callable(getattr(allocator, "_free_batch", None)):
+            raise TypeError(f"RecyclableMemory needs a membuf.Allocator, got {type(allocator).__name__}")
         super().__init__()
         self.allocator = allocator
         self._own: list[int] = []      # parallel to _segs: pair index or -1

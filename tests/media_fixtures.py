@@ -1,4 +1,4 @@
-"""Helpers for the media tests: ffmpeg/ffprobe with timeouts, fixtures made once.
+"""Helpers for the media tests: ffmpeg/ffprobe with timeouts, fixtures made once, peers.
 
 ``tests/conftest.py`` registers this module as a pytest plugin, so its fixtures
 (``media_dir``, ``flv_file``, ``obu_file``, ``ivf_file``) are available to every
@@ -7,6 +7,10 @@ test without an import; the helpers are imported by name
 Every ffmpeg or ffprobe call has a timeout: an encoder that fails to open its
 output can hang ffmpeg. Tests that need ffmpeg skip, with the reason, only
 when it is not installed (``.ci/run`` installs it with apt-get).
+
+The second half builds what RTMP and AV1 peers send, byte by byte (a
+publisher's handshake and commands, chunk headers, OBUs), for the tests of
+hostile peers and for ``fuzz/soak.py``, which imports this module too.
 """
 
 from __future__ import annotations
@@ -133,3 +137,119 @@ def ivf_file(media_dir: Path) -> Path:
     """A 2 s SVT-AV1 IVF (hidden frames and show-existing frame headers)."""
     return encode_av1(media_dir / "v.ivf", "ivf",
                       encoder=["-c:v", "libsvtav1", "-preset", "12", "-g", "25"])
+
+
+# -- RTMP and AV1 peers, byte by byte ------------------------------------------------------
+
+RTMP_HANDSHAKE = 1536
+VIDEO, COMMAND = 9, 20                         # RTMP message types
+
+
+def rtmp_header(fmt: int, csid: int, ts: int = 0, length: int = 0, mtype: int = 0,
+                sid: int = 0) -> bytes:
+    """A chunk header with a 1-byte basic header (csid 2..63); no extended timestamp."""
+    assert 2 <= csid <= 63 and ts < 0xFFFFFF
+    out = bytes([fmt << 6 | csid])
+    if fmt < 3:
+        out += ts.to_bytes(3, "big")
+    if fmt < 2:
+        out += length.to_bytes(3, "big") + bytes([mtype])
+    if fmt == 0:
+        out += sid.to_bytes(4, "little")
+    return out
+
+
+def rtmp_message(mtype: int, payload: bytes, *, csid: int, sid: int = 0, ts: int = 0,
+                 chunk_size: int = 128) -> bytes:
+    """One message as chunks: a fmt-0 header, then fmt-3 headers every ``chunk_size`` bytes."""
+    out = [rtmp_header(0, csid, ts, len(payload), mtype, sid), payload[:chunk_size]]
+    for i in range(chunk_size, len(payload), chunk_size):
+        out += [rtmp_header(3, csid), payload[i:i + chunk_size]]
+    return b"".join(out)
+
+
+def rtmp_command(*values: Any, csid: int = 3, sid: int = 0) -> bytes:
+    from membuf.media import amf0
+
+    return rtmp_message(COMMAND, amf0.encode(*values), csid=csid, sid=sid)
+
+
+def rtmp_publish_commands(name: str, app: str = "live") -> bytes:
+    """connect, createStream and publish, as ffmpeg sends them (publish on stream 1)."""
+    return (rtmp_command("connect", 1.0, {"app": app, "type": "nonprivate"})
+            + rtmp_command("createStream", 2.0, None)
+            + rtmp_command("publish", 3.0, None, name, "live", csid=5, sid=1))
+
+
+def rtmp_video(body: bytes, ts: int = 0, *, csid: int = 6, chunk_size: int = 128) -> bytes:
+    return rtmp_message(VIDEO, body, csid=csid, sid=1, ts=ts, chunk_size=chunk_size)
+
+
+def avc_frame(n: int, size: int = 100, key: bool = True) -> bytes:
+    """An FLV/RTMP AVC video body (a frame, not a config) of ``size`` bytes tagged with ``n``."""
+    head = bytes([0x17 if key else 0x27, 1, 0, 0, 0]) + n.to_bytes(4, "big")
+    return (head + bytes(size))[:max(size, len(head))]
+
+
+async def rtmp_handshake(stream: Any) -> None:
+    """C0+C1, read S0+S1+S2, send C2 (a trio stream)."""
+    await stream.send_all(b"\x03" + bytes(RTMP_HANDSHAKE))
+    got = 0
+    while got < 1 + 2 * RTMP_HANDSHAKE:
+        data = await stream.receive_some(1 << 16)
+        if not data:
+            raise ConnectionError("the server closed the connection inside the handshake")
+        got += len(data)
+    await stream.send_all(bytes(RTMP_HANDSHAKE))
+
+
+async def rtmp_publish(stream: Any, name: str, app: str = "live") -> None:
+    """Handshake and publish ``app/name``; the server answers, the replies are not read."""
+    await rtmp_handshake(stream)
+    await stream.send_all(rtmp_publish_commands(name, app))
+
+
+async def until_closed(stream: Any) -> int:
+    """Read (and drop) everything until the server closes; the bytes read."""
+    import trio
+
+    n = 0
+    try:
+        while True:
+            data = await stream.receive_some(1 << 16)
+            if not data:
+                return n
+            n += len(data)
+    except trio.BrokenResourceError:  # a reset: closed just the same
+        return n
+
+
+def leb128(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def obu(obu_type: int, payload: bytes) -> bytes:
+    """An OBU with a size field and no extension."""
+    return bytes([obu_type << 3 | 2]) + leb128(len(payload)) + payload
+
+
+TEMPORAL_DELIMITER = obu(2, b"")
+
+
+def av1_temporal_unit(n: int, size: int = 40) -> bytes:
+    """A temporal delimiter and one frame OBU (show_frame set) of ``size`` bytes tagged ``n``."""
+    payload = (bytes([0x10]) + n.to_bytes(4, "big") + bytes(size))[:max(size, 5)]
+    return TEMPORAL_DELIMITER + obu(6, payload)
+
+
+def av1_stream(units: int, size: int = 40) -> bytes:
+    """A sequence header in the first of ``units`` temporal units of one shown frame each."""
+    first = av1_temporal_unit(0, size)
+    head = len(TEMPORAL_DELIMITER)
+    return (first[:head] + obu(1, b"\x00\x00\x00") + first[head:]
+            + b"".join(av1_temporal_unit(i, size) for i in range(1, units)))

@@ -7,9 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from splitting import SPLITS, memory_split, reader_split
 
-from membuf import Allocator, MalformedError, Memory, Reader
+from membuf import Allocator, MalformedError, Memory, MemoryLimitError, Reader
 from membuf._native import ffi, lib
-from membuf.codecs import Delimited, LengthPrefixed
+from membuf.codecs import Codec, Delimited, LengthPrefixed
 
 
 def enc_uleb(v: int) -> bytes:
@@ -22,13 +22,14 @@ def enc_uleb(v: int) -> bytes:
 
 
 def encode(prefix: str, frames: list[bytes]) -> bytes:
-    width = {"be16": 2, "be24": 3, "be32": 4}.get(prefix)
+    width = {"be16": 2, "be24": 3, "be32": 4, "le16": 2, "le32": 4}.get(prefix)
+    order = "little" if prefix.startswith("le") else "big"
     return b"".join(
-        (enc_uleb(len(f)) if width is None else len(f).to_bytes(width, "big")) + f for f in frames
+        (enc_uleb(len(f)) if width is None else len(f).to_bytes(width, order)) + f for f in frames
     )
 
 
-PREFIXES = ["leb128", "be16", "be24", "be32"]
+PREFIXES = ["leb128", "be16", "be24", "be32", "le16", "le32"]
 FRAMES = [b"", b"a", b"hello", bytes(range(200)), b"x" * 130, b"\r\n", b"end"]
 
 
@@ -289,3 +290,165 @@ def test_codecs_in_threads_do_not_share_scan_output() -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+# -- v2: Netty's offset / adjust / strip, an MQTT fixed header, the Codec protocol ---------
+
+HELLO = b"HELLO, WORLD"
+NETTY = [   # LengthFieldBasedFrameDecoder's documented examples: (kwargs, stream, frame)
+    ({"prefix": "be16", "strip": 0}, b"\x00\x0c" + HELLO, b"\x00\x0c" + HELLO),
+    ({"prefix": "be16", "strip": 2}, b"\x00\x0c" + HELLO, HELLO),
+    ({"prefix": "be16", "adjust": -2, "strip": 0}, b"\x00\x0e" + HELLO, b"\x00\x0e" + HELLO),
+    ({"prefix": "be24", "offset": 2, "strip": 0}, b"\xca\xfe\x00\x00\x0c" + HELLO,
+     b"\xca\xfe\x00\x00\x0c" + HELLO),
+    ({"prefix": "be24", "adjust": 2, "strip": 0}, b"\x00\x00\x0c\xca\xfe" + HELLO,
+     b"\x00\x00\x0c\xca\xfe" + HELLO),
+    ({"prefix": "be16", "offset": 1, "adjust": 1, "strip": 3}, b"\xca\x00\x0c\xfe" + HELLO,
+     b"\xfe" + HELLO),
+    ({"prefix": "be16", "offset": 1, "adjust": -3, "strip": 3}, b"\xca\x00\x10\xfe" + HELLO,
+     b"\xfe" + HELLO),
+    ({"prefix": "le16", "offset": 1}, b"\x07\x0c\x00" + HELLO, HELLO),   # strip=None: the body
+]
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize(("kw", "frame_bytes", "want"), NETTY)
+def test_length_field_decoder_examples(split: str, kw: dict, frame_bytes: bytes, want: bytes) -> None:
+    codec = LengthPrefixed(max_frame=1000, **kw)
+    stream = frame_bytes * 3 + frame_bytes[:-1]           # three frames and a partial one
+    r = reader_split(stream, split)
+    assert [m.tobytes() for m in codec.split(r)] == [want] * 3
+    assert len(r) == len(frame_bytes) - 1                 # the partial frame is left unread
+    r2 = reader_split(stream, split)
+    assert views_bytes(codec.split_views(r2)) == [want] * 3 and r2.offset == 3 * len(frame_bytes)
+
+
+def mqtt_packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + enc_uleb(len(body)) + body
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_mqtt_fixed_header(split: str) -> None:
+    """MQTT: a type byte, then the Remaining Length varint (LEB128's encoding), then the
+    rest; offset=1 skips the type byte, strip=0 keeps the whole packet."""
+    packets = [mqtt_packet(0x10, b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x03abc"),  # CONNECT
+               mqtt_packet(0x30, b"\x00\x03a/b" + b"x" * 200),                    # PUBLISH
+               mqtt_packet(0xC0, b""),                                          # PINGREQ
+               mqtt_packet(0xE0, b"")]                                          # DISCONNECT
+    codec = LengthPrefixed("leb128", offset=1, strip=0, max_frame=268_435_455)
+    got = [m.tobytes() for m in codec.split(reader_split(b"".join(packets), split))]
+    assert got == packets and [p[0] >> 4 for p in got] == [1, 3, 12, 14]
+    bodies = LengthPrefixed("leb128", offset=1).split_views(reader_split(b"".join(packets), split))
+    assert views_bytes(bodies)[0].startswith(b"\x00\x04MQTT") and len(bodies[3]) == 0
+
+
+BAD_FRAMES = [   # (kwargs, one good frame, the bad one, its message)
+    ({"prefix": "be16", "adjust": -3}, b"\x00\x04a", b"\x00\x01abc",
+     r"be16 length field 1 with adjust=-3 is a negative frame length \(-2\)"),
+    ({"prefix": "be16", "strip": 9}, b"\x00\x07abcdefg", b"\x00\x01abc",
+     r"strip=9 is past the end of the 3-byte frame"),
+    ({"prefix": "be16", "adjust": 2, "max_frame": 3}, b"\x00\x00ab", b"\x00\x02abcd",
+     r"be16 frame of 4 bytes \(length field 2, adjust=2\) is over max_frame=3"),
+    ({"prefix": "le32", "max_frame": 3}, b"\x01\x00\x00\x00a", b"\xff\xff\xff\xff",
+     r"le32 frame of 4294967295 bytes"),
+]
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize(("kw", "good", "bad", "message"), BAD_FRAMES)
+def test_malformed_frames_after_good_ones(split: str, kw: dict, good: bytes, bad: bytes,
+                                          message: str) -> None:
+    codec = LengthPrefixed(**{"max_frame": 100, **kw})
+    for method in ("split", "split_views"):
+        r = reader_split(good * 2 + bad, split)
+        first = getattr(codec, method)(r)         # the good frames first, no frame lost
+        assert len(first) == 2 and r.offset == 2 * len(good)
+        with pytest.raises(MalformedError, match=message):
+            getattr(codec, method)(r)
+        assert r.offset == 2 * len(good)
+
+
+def test_construction_is_checked() -> None:
+    for kw, exc in (({"max_frame": 2**64}, ValueError), ({"max_frame": 1.0}, TypeError),
+                    ({"max_frame": True}, TypeError), ({"offset": -1}, ValueError),
+                    ({"offset": 1.5}, TypeError), ({"adjust": 2**63}, ValueError),
+                    ({"strip": -1}, ValueError), ({"strip": "2"}, TypeError),
+                    ({"prefix": "be64"}, ValueError)):
+        with pytest.raises(exc):
+            LengthPrefixed(**kw)
+    with pytest.raises(ValueError):
+        Delimited(b"\n", max_frame=2**64)
+    with pytest.raises(TypeError):
+        Delimited(10)
+    assert LengthPrefixed("leb128", max_frame=2**64 - 1).max_frame == 2**64 - 1
+    c = LengthPrefixed("le32", max_frame=10, offset=2, adjust=-4, strip=1)
+    assert (c.prefix, c.offset, c.adjust, c.strip) == ("le32", 2, -4, 1)
+    assert repr(c) == "LengthPrefixed('le32', max_frame=10, offset=2, adjust=-4, strip=1)"
+
+
+def test_codec_protocol_and_argument_types() -> None:
+    class Lines:
+        def split(self, reader: Reader) -> list[bytes]:
+            return []
+
+        def split_views(self, reader: Reader, allocator: object = None) -> list[memoryview]:
+            return []
+
+    for codec in (LengthPrefixed(), Delimited(), Lines()):
+        assert isinstance(codec, Codec)
+    with pytest.raises(TypeError, match="needs a membuf.Reader, got bytes"):
+        LengthPrefixed().split(b"\x01a")                      # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="allocator with malloc"):
+        LengthPrefixed().split_views(Reader(b"\x01a"), allocator=5)  # type: ignore[arg-type]
+
+
+def test_a_failed_join_keeps_the_frames_before_it() -> None:
+    """malloc of a joined frame fails (a capped allocator): the frames before it are
+    returned, the reader stands at the frame that could not be joined, and the next call
+    raises; once memory is back the frame comes out whole. Nothing is lost."""
+    codec = LengthPrefixed("be16", max_frame=1 << 16)
+    big = b"z" * 5000
+    stream = encode("be16", [b"a", b"bc"]) + encode("be16", [big])
+    r = Reader(Memory(stream[:10], stream[10:]))              # the big frame spans both
+    with Allocator(max_bytes=4096, arena_size=4096, max_arena_size=4096) as a:
+        assert views_bytes(codec.split_views(r, a)) == [b"a", b"bc"] and r.offset == 7
+        with pytest.raises(MemoryLimitError):
+            codec.split_views(r, a)
+        assert r.offset == 7 and codec.joined == 0
+    assert views_bytes(codec.split_views(r)) == [big] and codec.joined == 1
+
+
+def test_mqtt_packets_through_a_stream_reader() -> None:
+    """The same framer under StreamReader.frames(): packets dribbled in odd pieces come
+    out whole, with and without views (the stream layer's receive sizing must not
+    assume the length field sits at the frame's start)."""
+    import trio
+    import trio.testing
+
+    from membuf import StreamReader
+
+    packets = [mqtt_packet(0x30, bytes([i]) * (i * 37 % 300)) for i in range(60)]
+    stream = b"".join(packets)
+
+    for views in (False, True):
+        got: list[bytes] = []
+
+        async def main(views: bool = views, got: list[bytes] = got) -> None:
+            send, recv = trio.testing.memory_stream_one_way_pair()
+            rx = StreamReader(recv, chunk_size=256)
+            codec = LengthPrefixed("leb128", offset=1, strip=0, max_frame=1 << 16)
+
+            async def feed() -> None:
+                for i in range(0, len(stream), 97):
+                    await send.send_all(stream[i : i + 97])
+                    await trio.testing.wait_all_tasks_blocked()
+                await send.aclose()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(feed)
+                async for frame in rx.frames(codec, views=views):
+                    got.append(bytes(frame) if views else frame.tobytes())
+            await rx.aclose()
+
+        trio.run(main)
+        assert got == packets, views

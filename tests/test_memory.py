@@ -92,6 +92,52 @@ def test_equality_model(data: bytes, draw: st.DataObject) -> None:
 
 
 @pytest.mark.parametrize("split_name", SPLITS)
+def test_bytes_tobytes_and_alias(split_name: str) -> None:
+    m = memory_split(DATA, split_name)
+    assert bytes(m) == m.tobytes() == m.to_bytes() == DATA
+    assert bytes(Memory()) == b""
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40), st.data())
+def test_slices_match_bytes_however_split(data: bytes, draw: st.DataObject) -> None:
+    """m[i:j] is a zero-copy Memory with exactly bytes' slice semantics; m[i] an int."""
+    how = draw.draw(st.sampled_from(SPLITS))
+    m = Memory(*split(data, how)) if data else Memory()
+    i = draw.draw(st.integers(-50, 50) | st.none())
+    j = draw.draw(st.integers(-50, 50) | st.none())
+    part = m[i:j]
+    assert isinstance(part, Memory) and part.tobytes() == data[i:j] and len(part) == len(data[i:j])
+    assert all(len(v) for v in part)                  # no empty pieces
+    if data:
+        k = draw.draw(st.integers(-len(data), len(data) - 1))
+        assert m[k] == data[k]
+    with pytest.raises(IndexError):
+        m[len(data)]
+    with pytest.raises(ValueError, match="step 1"):
+        m[::2]
+
+
+def test_slices_are_views_of_the_segments() -> None:
+    a, b = bytearray(b"hello "), bytearray(b"world")
+    m = Memory(a, b)
+    mid = m[3:8]
+    a[4] = ord("O")
+    b[0] = ord("W")
+    assert mid.tobytes() == b"lO Wo" and mid.count == 2
+
+
+def test_push_is_all_or_nothing() -> None:
+    m = Memory(b"abc")
+    r = m.reader()
+    with pytest.raises(TypeError):
+        m.push(b"xy", 5)
+    assert (len(m), m.count, m.tobytes(), len(r)) == (3, 1, b"abc", 3)
+    m.push(b"xy", bytearray(b"z"), memoryview(b"!"))
+    assert m.tobytes() == b"abcxyz!" and len(r) == 7
+
+
+@pytest.mark.parametrize("split_name", SPLITS)
 def test_copy_to(split_name: str) -> None:
     m = memory_split(DATA, split_name)
     dst = bytearray(len(DATA) + 3)

@@ -633,3 +633,198 @@ def test_read_until_retried_as_bytes_dribble_in(data: bytes, delim: bytes, cuts:
             raise AssertionError("find missed a delimiter the bytes contain")
     assert got == expected
     assert r.peek(len(r)) == rest
+
+
+# -- v2 additions: Reader(bytes-like), read_line, chunk(), max_bytes, argument types --------
+
+
+@pytest.mark.parametrize("src", [b"\x00\x07payload", bytearray(b"\x00\x07payload"),
+                                 memoryview(b"xx\x00\x07payload")[2:]])
+def test_reader_of_a_bytes_like(src: object) -> None:
+    r = Reader(src)
+    assert r.read_be(2) == 7 and r.read_bytes(7) == b"payload" and len(r) == 0
+    assert r.memory.count == 1                # by reference: one segment, no copy
+    with pytest.raises(TypeError):
+        Reader(5)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_read_line(split: str) -> None:
+    r = reader_split(b"+OK\r\n:1000\r\n\r\n$3\nfoo\nrest", split)
+    assert r.read_line(64) == b"+OK" and r.read_line(64) == b":1000" and r.read_line(64) == b""
+    assert r.read_line(8, b"\n") == b"$3" and r.read_line(3, delim=b"\n") == b"foo"
+    assert r.offset == 21 and len(r) == 4
+    with pytest.raises(NeedMore) as ei:
+        r.read_line(64)
+    assert ei.value.needed == 1 and r.offset == 21
+    with pytest.raises(MalformedError, match=r"read_line: no b'\\r\\n' within 3 bytes"):
+        r.read_line(1)                        # 4 bytes buffered, none of them a CRLF
+    assert r.read_bytes(4) == b"rest"
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_chunk_walks_the_segments(split: str) -> None:
+    r = reader_split(DATA, split)
+    got = b""
+    while len(r):
+        c = r.chunk()
+        assert 0 < len(c) <= len(r)           # empty only when nothing is left
+        got += bytes(c)
+        r.skip(len(c))                        # Buf::advance
+    assert got == DATA and len(r.chunk()) == 0 and r.offset == len(DATA)
+    r.unread(5)
+    assert bytes(r.chunk()).startswith(DATA[-5:][: len(r.chunk())]) and r.offset == len(DATA) - 5
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_leb128_max_bytes(split: str) -> None:
+    data = bytes.fromhex("e58e26") + b"\x05"
+    r = reader_split(data, split)
+    with pytest.raises(MalformedError, match=r"longer than 2 bytes \(e5 8e \.\.\.\)"):
+        r.read_leb128(max_bytes=2)
+    assert r.offset == 0
+    assert r.read_leb128(max_bytes=3) == 624485 and r.read_leb128(max_bytes=1) == 5
+    r2 = reader_split(b"\x80", split)
+    with pytest.raises(NeedMore) as ei:
+        r2.read_sleb128(2)
+    assert ei.value.needed == 1 and r2.offset == 0
+    for bad, exc in ((0, MalformedError), (11, MalformedError), (2.0, TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="max_bytes"):
+            reader_split(data, split).read_leb128(max_bytes=bad)
+
+
+BAD_TYPES = [
+    (lambda r: r.skip(0.5), "skip size must be an int, got float"),
+    (lambda r: r.skip(True), "skip size must be an int, got bool"),
+    (lambda r: r.read_be(2.0), r"read_be\(n\) needs an int n, got float"),
+    (lambda r: r.read_le(True), r"read_le\(n\) needs an int n, got bool"),
+    (lambda r: r.read_bytes(1.5), "read_bytes size must be an int, got float"),
+    (lambda r: r.peek(None), "peek size must be an int, got NoneType"),
+    (lambda r: r.take("2"), "take size must be an int, got str"),
+    (lambda r: r.range(1.0), "range size must be an int, got float"),
+    (lambda r: r.unread(0.0), "unread size must be an int, got float"),
+    (lambda r: r.read_until(5, 10), "read_until delimiter must be a bytes-like object, got int"),
+    (lambda r: r.read_until("\n", 10), "read_until delimiter must be a bytes-like object, got str"),
+    (lambda r: r.read_until(b"\n", 1.5), "read_until max_size must be an int, got float"),
+    (lambda r: r.read_line(10, 13), "read_line delimiter must be a bytes-like object, got int"),
+    (lambda r: r.find(3), "find's argument must be a bytes-like object, got int"),
+]
+
+
+@pytest.mark.parametrize("split", SPLITS)
+@pytest.mark.parametrize(("call", "message"), BAD_TYPES)
+def test_wrong_argument_types_are_type_errors_and_consume_nothing(
+        split: str, call: object, message: str) -> None:
+    r = reader_split(DATA, split)
+    r.skip(3)
+    with pytest.raises(TypeError, match=message):
+        call(r)  # type: ignore[operator]
+    assert r.offset == 3 and len(r) == len(DATA) - 3 and r.peek(2) == DATA[3:5]
+
+
+def test_range_consumes_when_called() -> None:
+    """range(n) consumes its n bytes at once (not as the iterator is advanced)."""
+    r = Reader.from_bytes(b"ab", b"cd")
+    pieces = r.range(3)
+    assert r.offset == 3 and [bytes(p) for p in pieces] == [b"ab", b"c"]
+
+
+# -- the compiled cursor never reads freed or released memory -------------------------------
+
+
+def test_released_segment_is_an_error_not_a_crash() -> None:
+    seg = memoryview(bytearray(b"abcdef"))
+    m = Memory(b"xy")
+    m.push(seg)
+    r = m.reader()
+    r.skip(3)                                 # on `seg` now
+    seg.release()
+    with pytest.raises(ValueError, match="released"):
+        r.read_byte()
+    with pytest.raises(ValueError, match="released"):
+        r.read_bytes(2)
+
+
+@pytest.mark.skipif(not membuf.COMPILED, reason="the compiled cursor's check (the pure twin "
+                    "reads any sequence of bytes it finds)")
+def test_edited_segment_list_is_an_error_not_a_crash() -> None:
+    m = Memory(b"ab")
+    r = m.reader()
+    r.skip(2)
+    m._segs.append(b"not a view")             # behind Memory's back
+    m._size += 10
+    with pytest.raises(TypeError, match="segment"):
+        r.read_byte()
+    with pytest.raises((RuntimeError, TypeError)):
+        r.skip(5)
+    assert r.offset == 2
+
+
+@pytest.mark.skipif(not membuf.COMPILED, reason="the compiled Reader's check")
+def test_reader_without_init_is_an_error() -> None:
+    r = Reader.__new__(Reader)
+    for call in (r.read_byte, lambda: r.read_bytes(3), r.chunk, r.transaction, lambda: r.find(b"x")):
+        with pytest.raises((RuntimeError, NeedMore)):
+            call()
+
+
+@pytest.mark.skipif(not membuf.COMPILED, reason="the compiled Reader's re-entrancy check (the "
+                    "pure twin cannot crash, but a finalizer may see it half-way through a call)")
+def test_finalizers_that_use_the_reader_mid_call_cannot_corrupt_it() -> None:
+    """Allocations inside a compiled call may run the GC, and a finalizer may read from
+    the same Reader meanwhile. The call then either completes or raises RuntimeError
+    having consumed nothing: every byte is read exactly once, by the call or the thief,
+    in order."""
+    import gc
+
+    from membuf.codecs import LengthPrefixed
+
+    frames = [bytes([i % 251]) * (i % 7 + 1) for i in range(300)]
+    data = b"".join(bytes([len(f)]) + f for f in frames)
+    m = Memory(*[data[i : i + 37] for i in range(0, len(data), 37)])
+    r = m.reader()
+    reads: list[tuple[int, bytes]] = []      # (offset, bytes) of every successful read
+    refused = [0]
+
+    class Thief:
+        """Garbage whose finalizer reads one byte and leaves another thief behind, so
+        that every collection (each allocation, at threshold 1) steals mid-call."""
+
+        def __init__(self, left: int) -> None:
+            self.me, self.left = self, left   # a cycle: only the GC frees it
+
+        def __del__(self) -> None:
+            at = r.offset
+            try:
+                reads.append((at, r.read_bytes(1)))
+            except Exception:
+                pass
+            if self.left:
+                Thief(self.left - 1)
+
+    whole = LengthPrefixed("leb128", max_frame=255, strip=0)     # frames with their prefix
+    old = gc.get_threshold()
+    gc.set_threshold(1)
+    try:
+        for i in range(5000):
+            if not len(r):
+                break
+            Thief(3)
+            at = r.offset
+            try:
+                if i % 3 == 2:
+                    got = [r.take(min(3, len(r))).tobytes()]
+                else:
+                    got = [bytes(v) for v in (whole.split_views(r) if i % 2 else whole.split(r))]
+                reads.append((at, b"".join(got)))
+                if not got and len(r):        # a thief broke the framing: step over a byte
+                    reads.append((r.offset, r.read_bytes(1)))
+            except RuntimeError:
+                refused[0] += 1
+            except Exception:
+                pass                          # e.g. MalformedError: the framing is off
+    finally:
+        gc.set_threshold(*old)
+    gc.collect()
+    assert len(r) == 0 and refused[0] > 0      # the re-entrant path was taken
+    assert b"".join(b for _, b in sorted(reads)) == data

@@ -4,8 +4,8 @@ Per round: 1000 reads from a fresh Reader over one segment (made in the
 untimed setup); the table shows one read. Both sides include the same loop
 step and ``s += value`` (or ``append``).
 
-``Reader.read_line`` does not exist yet (only ``read_until``): it gets its row
-here when it does.
+``read_until`` returns a zero-copy Memory per line; ``read_line`` the copied
+``bytes`` a text protocol parses, against ``bytes.find`` and a slice.
 """
 
 from __future__ import annotations
@@ -174,6 +174,21 @@ def find_and_view_slice(data: bytes) -> list:
         append(mv[pos:j])
         pos = j + 2
     return out
+
+
+def reader_read_line(r: Reader) -> list:
+    read_line = r.read_line
+    out = []
+    append = out.append
+    for _ in R:
+        append(read_line(8192))
+    return out
+
+
+def test_read_line_membuf(micro, lines, check):
+    data, want = lines
+    out = micro(reader_read_line, lambda: (Reader(data),), group=UNTIL, n=N, unit="line")
+    assert check(out) == check(want)
 
 
 def test_read_until_membuf(micro, lines, check):

@@ -32,6 +32,7 @@ from ..errors import MalformedError, NeedMore
 from ..memory import Memory
 from ..reader import Reader
 from .flv import Head
+from .limits import check_reader, check_size
 
 __all__ = [
     "OBU_NAMES",
@@ -102,7 +103,14 @@ def read_obu(r: Reader, rest: int | None = None, max_size: int = 16 << 20) -> Ob
         NeedMore: the whole OBU is not buffered yet (nothing consumed).
         MalformedError: the forbidden bit is set, a size is missing or too
             large, or an over-long LEB128.
+        TypeError, ValueError: ``rest`` or ``max_size`` is not a size (nothing consumed).
     """
+    if type(max_size) is not int or max_size < 0:
+        check_size("read_obu", "max_size", max_size)
+    if rest is not None and (type(rest) is not int or rest < 0):
+        check_size("read_obu", "rest", rest)
+    if type(r) is not Reader:
+        check_reader("read_obu", r)
     with r.transaction():
         start = r.offset
         h = r.read_byte()
@@ -150,6 +158,7 @@ class IvfHeader:
 
 def read_ivf_header(r: Reader) -> IvfHeader:
     """Read the IVF file header. Raises MalformedError when it is not IVF."""
+    check_reader("read_ivf_header", r)
     with r.transaction():
         sig = r.read_bytes(4)
         if sig != b"DKIF":
@@ -167,7 +176,15 @@ def read_ivf_header(r: Reader) -> IvfHeader:
 
 
 def read_ivf_frame(r: Reader, max_size: int = 64 << 20) -> tuple[int, Memory]:
-    """Read one IVF frame: ``(pts, data)`` with data as zero-copy views."""
+    """Read one IVF frame: ``(pts, data)`` with data as zero-copy views.
+
+    Raises:
+        NeedMore: the whole frame is not buffered yet (nothing consumed).
+        MalformedError: a frame over ``max_size``.
+        TypeError, ValueError: ``r`` is not a Reader, ``max_size`` not a size.
+    """
+    check_size("read_ivf_frame", "max_size", max_size)
+    check_reader("read_ivf_frame", r)
     with r.transaction():
         size = r.read_le(4)
         pts = r.read_le(8)

@@ -32,6 +32,7 @@ from typing import Any
 from ..errors import MalformedError, NeedMore
 from ..memory import Memory
 from ..reader import Reader
+from .limits import check_reader, check_size
 
 # The first bytes of a payload, as the media recognisers here (FLV, AV1) take them.
 # An alias, because a class body that defines a `bytes` field shadows the builtin.
@@ -94,7 +95,9 @@ def read_header(r: Reader) -> FlvHeader:
     Raises:
         NeedMore: fewer than ``data_offset + 4`` bytes are buffered (nothing consumed).
         MalformedError: the signature is not ``FLV`` or the offset is impossible.
+        TypeError: ``r`` is not a Reader.
     """
+    check_reader("flv.read_header", r)
     with r.transaction():
         sig = r.read_bytes(3)
         if sig != b"FLV":
@@ -116,7 +119,13 @@ def read_tag(r: Reader, max_size: int = 16 << 20) -> Tag:
         NeedMore: the whole tag is not buffered yet (nothing consumed).
         MalformedError: an unknown or encrypted tag type, or a previous-tag
             size that disagrees with the tag (a corrupt or misaligned stream).
+        TypeError, ValueError: ``r`` is not a Reader, ``max_size`` not a size
+            (nothing consumed).
     """
+    if type(max_size) is not int or max_size < 0:
+        check_size("flv.read_tag", "max_size", max_size)
+    if type(r) is not Reader:
+        check_reader("flv.read_tag", r)
     with r.transaction():
         start = r.offset
         kind = r.read_byte()

@@ -3,7 +3,11 @@
 Strategy. The file is mmap'd and wrapped in a :class:`~membuf.Memory`, so the
 parsers walk the page cache with zero-copy ``take``s, the very code that
 parses a TCP receive buffer. The format is told by the first bytes, not the
-name: ``FLV``, ``DKIF`` (IVF) or an OBU header. Counts follow ffprobe's
+name, and as strictly as ffmpeg's probes: an FLV header with a plausible
+version and data offset, an IVF header of version 0, or (a raw OBU stream) a
+temporal delimiter OBU followed by well-formed OBUs with a sequence header
+before the first frame. Anything else is "unknown format" (exit code 1),
+where ffprobe says "Invalid data found". Counts follow ffprobe's
 packet counts (see :class:`~membuf.media.flv.MediaCounts` and
 :class:`~membuf.media.av1.ObuCounts`), so ``--json`` output can be checked
 against ``ffprobe -count_packets``.
@@ -46,21 +50,63 @@ class ProbeResult:
         return self.counts.summary()
 
 
+SNIFF_BYTES = 1 << 16  # how far sniff looks (ffmpeg probes 2 KiB, then more)
+_RESERVED_OBU_TYPES = frozenset((0, 9, 10, 11, 12, 13, 14))
+
+
+def _looks_like_obus(head: bytes) -> bool:
+    """A temporal delimiter first, then well-formed OBUs, a sequence header before any frame
+    (ffmpeg's ``obu_probe`` rule), as far as ``head`` reaches."""
+    r = Memory(head).reader()
+    try:
+        first = av1.read_obu(r)
+    except (NeedMore, MalformedError):
+        return False
+    if first.type != av1.TEMPORAL_DELIMITER or first.size != first.header_size:
+        return False
+    seen_sequence = False
+    while len(r):
+        try:
+            obu = av1.read_obu(r)
+        except NeedMore:
+            break                      # runs past what sniff looks at: fine so far
+        except MalformedError:
+            return False
+        if obu.type in _RESERVED_OBU_TYPES or obu.data.reader().peek_byte() & 1:
+            return False             # a reserved type, or obu_reserved_1bit set
+        if obu.type == av1.SEQUENCE_HEADER:
+            seen_sequence = True
+        elif obu.type in (av1.FRAME, av1.FRAME_HEADER) and not seen_sequence:
+            return False
+    return True
+
+
 def sniff(head: bytes) -> str:
-    """``flv``, ``ivf`` or ``obu`` from the first bytes; MalformedError for anything else."""
-    if head.startswith(b"FLV"):
+    """``flv``, ``ivf`` or ``obu`` from the first bytes (up to :data:`SNIFF_BYTES`).
+
+    Raises:
+        MalformedError: "unknown format", for anything that is none of them.
+    """
+    if (len(head) >= 9 and head.startswith(b"FLV") and head[3] < 5
+            and int.from_bytes(head[5:9], "big") > 8):
         return "flv"
-    if head.startswith(b"DKIF"):
+    if len(head) >= 8 and head.startswith(b"DKIF") and head[4:6] == b"\0\0" \
+            and int.from_bytes(head[6:8], "little") >= av1.IVF_HEADER_SIZE:
         return "ivf"
-    if head and not head[0] & 0x81 and head[0] & 0x02:  # forbidden and reserved bits 0, has size
+    if _looks_like_obus(head):
         return "obu"
-    raise MalformedError(f"unknown format: starts with {head[:8]!r}; expected FLV, IVF or AV1 OBUs")
+    raise MalformedError(f"unknown format: starts with {head[:8]!r}; expected FLV, IVF or a raw"
+                         " AV1 OBU stream (a temporal delimiter OBU first)")
 
 
 def probe_memory(data: Memory) -> ProbeResult:
-    """Probe an FLV, IVF or OBU byte stream held in ``data``."""
+    """Probe an FLV, IVF or OBU byte stream held in ``data``.
+
+    Raises:
+        MalformedError: "unknown format" (see :func:`sniff`).
+    """
     r = data.reader()
-    fmt = sniff(r.peek(min(8, len(r))))
+    fmt = sniff(r.peek(min(SNIFF_BYTES, len(r))))
     if fmt == "flv":
         return _probe_flv(r, len(data))
     return _probe_av1(r, len(data), fmt)
@@ -71,7 +117,7 @@ def probe_file(path: str | os.PathLike[str]) -> ProbeResult:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
-            raise MalformedError(f"{os.fspath(path)} is empty")
+            raise MalformedError("unknown format: the file is empty")
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     try:
         return probe_memory(Memory(mm))

@@ -1,19 +1,27 @@
-"""FrameRing: a bounded ring of retained frames, recycled when overwritten.
+"""FrameRing: a ring of retained frames bounded in count and in bytes, recycled when dropped.
 
 Strategy. Monibuca keeps each track's recent frames in a ring and recycles a
-frame when its slot is reused, so a stream of any length holds at most
-``size`` frames of native memory. Readers of the ring (a player, a recorder)
-would take a frame before it is overwritten; an ingest-only server just keeps
-the last ``size`` frames, which bounds memory and keeps the last GOP handy.
+frame when its slot is reused, so a stream of any length holds a bounded
+amount of native memory. A bound in slots alone is not a bound in bytes (64
+slots of 16 MiB messages are 1 GiB), so the ring has both: at most ``size``
+frames and at most ``max_bytes`` bytes. :meth:`push` recycles the oldest
+frames until the new one fits; a frame larger than ``max_bytes`` on its own
+is not retained at all (recycled at once and counted in ``dropped``).
+Readers of the ring (a player, a recorder) would take a frame before it is
+dropped; an ingest-only server just keeps the newest frames, which bounds
+memory and keeps the last GOP handy.
 
-A frame is anything with ``recycle()`` (a :class:`~membuf.RecyclableMemory`,
-or a list-like wrapper of them). The ring never copies.
+A frame is anything with ``recycle()`` and ``len()`` (a
+:class:`~membuf.RecyclableMemory`). The ring never copies.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from typing import Protocol
+
+from .limits import check_size
 
 __all__ = ["FrameRing", "Recyclable"]
 
@@ -21,61 +29,88 @@ __all__ = ["FrameRing", "Recyclable"]
 class Recyclable(Protocol):
     def recycle(self) -> None: ...
 
+    def __len__(self) -> int: ...
+
 
 class FrameRing:
-    """A fixed number of slots; :meth:`push` recycles the frame it overwrites.
+    """At most ``size`` frames and ``max_bytes`` bytes; :meth:`push` recycles what it drops.
+
+    Args:
+        size: the most frames kept.
+        max_bytes: the most bytes kept (``None``: no byte bound).
+
+    Raises:
+        TypeError: a bound that is not an int.
+        ValueError: a bound below 1.
 
     >>> class F:
-    ...     def __init__(self, n): self.n = n
+    ...     def __init__(self, n, size=1): self.n, self.size = n, size
+    ...     def __len__(self): return self.size
     ...     def recycle(self): print("recycled", self.n)
     >>> ring = FrameRing(2)
     >>> for i in range(3): ring.push(F(i))
     recycled 0
     >>> [f.n for f in ring]
     [1, 2]
+    >>> ring = FrameRing(8, max_bytes=10)
+    >>> for i in range(3): ring.push(F(i, 4))
+    recycled 0
+    >>> ring.push(F(3, 11))
+    recycled 3
+    >>> ([f.n for f in ring], ring.bytes, ring.dropped)
+    ([1, 2], 8, 1)
     >>> ring.clear()
     recycled 1
     recycled 2
     """
 
-    __slots__ = ("_slots", "_next", "_count", "written", "recycled")
+    __slots__ = ("size", "max_bytes", "_frames", "bytes", "written", "recycled", "dropped")
 
-    def __init__(self, size: int = 64) -> None:
-        if size < 1:
-            raise ValueError(f"ring size must be >= 1, got {size}")
-        self._slots: list[Recyclable | None] = [None] * size
-        self._next = 0
-        self._count = 0
+    def __init__(self, size: int = 64, max_bytes: int | None = None) -> None:
+        self.size = check_size("FrameRing", "size", size, minimum=1)
+        self.max_bytes = (None if max_bytes is None
+                          else check_size("FrameRing", "max_bytes", max_bytes, minimum=1))
+        self._frames: deque[tuple[Recyclable, int]] = deque()
+        #: bytes of the frames held now
+        self.bytes = 0
+        #: frames pushed, frames recycled to make room, frames too large to keep
         self.written = 0
         self.recycled = 0
+        self.dropped = 0
 
     def push(self, frame: Recyclable) -> None:
-        """Store ``frame`` in the next slot, recycling the frame that was there."""
-        i = self._next
-        old = self._slots[i]
-        if old is not None:
+        """Keep ``frame`` as the newest, recycling the oldest frames until both bounds hold.
+
+        A frame larger than ``max_bytes`` is recycled at once (``dropped``);
+        the frames already held stay.
+        """
+        n = len(frame)
+        self.written += 1
+        cap = self.max_bytes
+        if cap is not None and n > cap:
+            frame.recycle()
+            self.dropped += 1
+            return
+        frames = self._frames
+        while frames and (len(frames) >= self.size or (cap is not None and self.bytes + n > cap)):
+            old, size = frames.popleft()
+            self.bytes -= size
             old.recycle()
             self.recycled += 1
-        else:
-            self._count += 1
-        self._slots[i] = frame
-        self._next = (i + 1) % len(self._slots)
-        self.written += 1
+        frames.append((frame, n))
+        self.bytes += n
 
     def __len__(self) -> int:
-        return self._count
+        return len(self._frames)
 
     def __iter__(self) -> Iterator[Recyclable]:
         """Frames from oldest to newest."""
-        n = len(self._slots)
-        for k in range(n):
-            f = self._slots[(self._next + k) % n]
-            if f is not None:
-                yield f
+        return (f for f, _ in list(self._frames))
 
     def clear(self) -> None:
         """Recycle every frame still held (at the end of a stream)."""
-        for f in list(self):
-            f.recycle()
-        self._slots = [None] * len(self._slots)
-        self._next = self._count = 0
+        frames = self._frames
+        while frames:
+            frame, _ = frames.popleft()
+            frame.recycle()
+        self.bytes = 0

@@ -19,10 +19,18 @@ Layers, bottom up:
   and Flash do: accepted when present, not required). The header is parsed
   from one ``peek`` and committed with one ``skip``, so a partial header
   consumes nothing. On the first chunk of a message the whole message is
-  malloc'd as one segment of a :class:`~membuf.RecyclableMemory` (Monibuca's
+  reassembled in one buffer of a :class:`~membuf.RecyclableMemory` (Monibuca's
   model) and every chunk payload is copied into it with ``read_into`` as it
   arrives, so a peer's chunk size never forces us to buffer a whole chunk,
   and the finished message is retained independently of the receive buffer.
+* Bounds against a hostile peer (docs/design.md §12). A message buffer grows
+  (doubling) only as payload arrives, so a partial message holds at most
+  twice what was received of it; ``max_partial`` caps the bytes all partial
+  messages of a connection hold; ``min_chunk_bytes`` bounds the work per
+  input byte (after ``item_allowance`` chunks, chunks must average that many
+  bytes, so a flood of 1-byte headers of empty messages is refused); and
+  ``pause_every`` makes :meth:`ChunkReader.read_message` stop between chunks
+  (:class:`Paused`) so that a server can let other connections run.
 * Session: :class:`ServerSession` speaks the publish flow ffmpeg, OBS and
   librtmp use: ``connect`` -> Window Ack Size, Set Peer Bandwidth, Set Chunk
   Size, ``_result``; ``releaseStream`` / ``FCPublish`` -> ``_result``;
@@ -49,14 +57,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..allocator import Allocator
-from ..errors import MalformedError, NeedMore
+from ..errors import FreeError, MalformedError, NeedMore
 from ..memory import Memory, RecyclableMemory
 from ..reader import Reader
 from . import amf0
+from .limits import LimitError, check_reader, check_size
 
 __all__ = [
     "ChunkReader",
     "Message",
+    "Paused",
+    "Pause",
     "ServerSession",
     "Publish",
     "Media",
@@ -107,18 +118,36 @@ class _ChunkStream:
         self.filled = 0
 
 
-def _drop_one(allocator: Allocator, cs: _ChunkStream) -> None:
-    if len(cs.buf):
+def _drop_one(allocator: Allocator, cs: _ChunkStream) -> int:
+    """Free cs's partial message; returns the bytes its buffer held."""
+    held = len(cs.buf)
+    if held:
         allocator.free(cs.buf)
     cs.buf = _EMPTY
     if cs.body is not None:
         cs.body.recycle()
         cs.body = None
+    return held
 
 
 def _drop_all(allocator: Allocator, streams: dict[int, _ChunkStream]) -> None:
+    """The finalizer of a ChunkReader dropped without close(): free its partial messages.
+
+    If the allocator was reset first, the buffers are gone already (FreeError): nothing to do.
+    """
     for cs in streams.values():
-        _drop_one(allocator, cs)
+        try:
+            _drop_one(allocator, cs)
+        except FreeError:
+            cs.buf, cs.body = _EMPTY, None
+
+
+class Paused(Exception):  # noqa: N818 (a signal, not an error)
+    """:meth:`ChunkReader.read_message` stopped after ``pause_every`` chunks.
+
+    Nothing is lost: call it again (after letting other tasks run). Raised
+    only by a ChunkReader made with ``pause_every``.
+    """
 
 
 class ChunkReader:
@@ -127,18 +156,50 @@ class ChunkReader:
     Args:
         allocator: where message bodies are malloc'd.
         max_message: the largest message accepted (the format allows 16 MiB).
+        max_partial: the most bytes the buffers of messages received in part
+            may hold together (``None``: no cap beyond 64 x ``max_message``).
+        min_chunk_bytes: after ``item_allowance`` chunks, the chunks must
+            average at least this many bytes, headers included (``None``:
+            no rule). Bounds the work per input byte.
+        item_allowance: chunks accepted before ``min_chunk_bytes`` applies.
+        pause_every: raise :class:`Paused` between chunks after this many
+            chunks (``None``: never), so a caller can yield to other tasks.
 
     ``read_message(r)`` returns the next complete message or raises
     ``NeedMore`` after consuming every complete chunk piece it could: call it
     again with the same Reader once more bytes arrived. Set Chunk Size and
     Abort are applied here (they change how chunks parse) and also returned.
+    Passing ``max_partial`` or ``min_chunk_bytes`` raises
+    :class:`~membuf.media.limits.LimitError` (a ``MalformedError``).
+
+    Raises (construction):
+        TypeError: an allocator that is not an Allocator, a size that is not an int.
+        ValueError: a size out of range.
     """
 
-    def __init__(self, allocator: Allocator, max_message: int = 16 << 20) -> None:
+    def __init__(self, allocator: Allocator, max_message: int = 16 << 20, *,
+                 max_partial: int | None = None, min_chunk_bytes: int | None = None,
+                 item_allowance: int = 4096, pause_every: int | None = None) -> None:
+        if not isinstance(allocator, Allocator):
+            raise TypeError(f"ChunkReader needs an Allocator, got {type(allocator).__name__}")
         self.allocator = allocator
-        self.max_message = max_message
+        self.max_message = check_size("ChunkReader", "max_message", max_message)
+        self.max_partial = (None if max_partial is None
+                            else check_size("ChunkReader", "max_partial", max_partial))
+        self.min_chunk_bytes = (None if min_chunk_bytes is None else
+                                check_size("ChunkReader", "min_chunk_bytes", min_chunk_bytes,
+                                           minimum=1))
+        self.item_allowance = check_size("ChunkReader", "item_allowance", item_allowance)
+        self.pause_every = (None if pause_every is None
+                            else check_size("ChunkReader", "pause_every", pause_every, minimum=1))
         self.chunk_size = 128
         self.bytes_read = 0
+        #: chunk headers read so far
+        self.chunks = 0
+        #: bytes the buffers of partial messages hold now (at most twice what arrived of them)
+        self.partial_bytes = 0
+        self._since_pause = 0
+        self._pause_at: float = float("inf") if self.pause_every is None else self.pause_every
         self._streams: dict[int, _ChunkStream] = {}
         # a reader dropped without close() still frees its partial messages
         weakref.finalize(self, _drop_all, allocator, self._streams)
@@ -146,10 +207,23 @@ class ChunkReader:
         self._left = 0                          # payload bytes of that chunk still to copy
 
     def read_message(self, r: Reader) -> Message:
-        """Next complete message. Raises NeedMore (progress kept) or MalformedError."""
+        """Next complete message.
+
+        Raises:
+            NeedMore: no complete message yet (every complete chunk piece was consumed).
+            Paused: ``pause_every`` chunks were read since the last pause (call again).
+            MalformedError: corrupt input, or a limit passed (LimitError).
+            MemoryLimitError: the allocator refused a buffer; nothing was consumed.
+            TypeError: ``r`` is not a Reader.
+        """
+        if type(r) is not Reader:
+            check_reader("ChunkReader.read_message", r)
         while True:
             cs = self._cur
             if cs is None:
+                if self._since_pause >= self._pause_at and len(r):
+                    self._since_pause = 0
+                    raise Paused
                 cs = self._read_header(r)
             left = self._left
             if left:
@@ -171,6 +245,7 @@ class ChunkReader:
                 assert body is not None
                 # exactly the message, one contiguous segment (an empty one for length 0)
                 if cs.length:
+                    self.partial_bytes -= len(cs.buf)
                     body.push_owned(cs.buf)
                 else:
                     body.push(cs.buf)
@@ -194,6 +269,13 @@ class ChunkReader:
         if len(head) < need:
             raise NeedMore("RTMP chunk header is incomplete", need - len(head))
         cs = self._streams.get(csid)
+        if self.min_chunk_bytes is not None:
+            chunks, seen = self.chunks + 1, self.bytes_read + need
+            if chunks > self.item_allowance + seen // self.min_chunk_bytes:
+                raise LimitError(
+                    f"RTMP flood: {chunks} chunks in {seen} bytes ({seen / chunks:.1f} bytes"
+                    f" per chunk; past the first {self.item_allowance} chunks they must average"
+                    f" {self.min_chunk_bytes}): tiny chunks or empty messages cost work per byte")
         if cs is None:
             if fmt:
                 raise MalformedError(f"RTMP chunk stream {csid} starts with a fmt {fmt} header;"
@@ -246,19 +328,35 @@ class ChunkReader:
             cs.filled = 0
         r.skip(need)
         self.bytes_read += need
+        self.chunks += 1
+        self._since_pause += 1
         self._cur = cs
         self._left = min(self.chunk_size, cs.length - cs.filled)
         return cs
 
     def _grow(self, cs: _ChunkStream, need: int) -> None:
-        """Make cs.buf hold at least ``need`` bytes: double, at least 4 KiB, never past the
-        message length (so the last growth leaves it exactly the message's size)."""
-        cap = min(cs.length, max(need, 2 * len(cs.buf), 4096))
+        """Make cs.buf hold at least ``need`` bytes (payload that has arrived): double, never
+        past the message length (so the last growth leaves it exactly the message's size),
+        never past ``max_partial`` for all partial messages together.
+
+        Raises LimitError or MemoryLimitError with nothing changed."""
+        old = len(cs.buf)
+        cap = min(cs.length, max(need, 2 * old))
+        if self.max_partial is not None:
+            room = self.max_partial - (self.partial_bytes - old)
+            if need > room:
+                partial = sum(1 for c in self._streams.values() if c.body is not None)
+                raise LimitError(
+                    f"RTMP partial messages would hold {self.partial_bytes - old + need} bytes,"
+                    f" over max_partial={self.max_partial} ({partial} messages in progress,"
+                    f" {self.pending()} bytes of them received)")
+            cap = min(cap, room)
         grown = self.allocator.malloc(cap)
         grown[: cs.filled] = cs.buf[: cs.filled]
-        if len(cs.buf):
+        if old:
             self.allocator.free(cs.buf)
         cs.buf = grown
+        self.partial_bytes += cap - old
 
     def _control(self, msg: Message) -> None:
         v = msg.view()
@@ -272,7 +370,7 @@ class ChunkReader:
         else:  # Abort: drop the partial message on that chunk stream
             cs = self._streams.get(value)
             if cs is not None and cs.body is not None:
-                _drop_one(self.allocator, cs)
+                self.partial_bytes -= _drop_one(self.allocator, cs)
                 if self._cur is cs:
                     self._cur, self._left = None, 0
 
@@ -280,6 +378,7 @@ class ChunkReader:
         """Recycle every partially received message."""
         for cs in self._streams.values():
             _drop_one(self.allocator, cs)
+        self.partial_bytes = 0
         self._cur = None
         self._left = 0
 
@@ -294,7 +393,18 @@ def encode_chunks(mtype: int, payload: bytes | Memory, *, csid: int = 2, stream_
 
     Zero-copy: the payload pieces are views of ``payload`` (``Reader.range``),
     interleaved with the small headers, ready for one gather write.
+
+    Raises:
+        TypeError: an argument that is not an int (or a payload that is not bytes-like).
+        ValueError: an argument out of range (a message type is one byte, a timestamp
+            and a stream id four).
     """
+    check_size("encode_chunks", "chunk_size", chunk_size, minimum=1)
+    for name, value, top in (("mtype", mtype, 0xFF), ("timestamp", timestamp, 0xFFFFFFFF),
+                             ("stream_id", stream_id, 0xFFFFFFFF), ("csid", csid, 63)):
+        check_size("encode_chunks", name, value)
+        if value > top:
+            raise ValueError(f"encode_chunks {name} must be at most {top}, got {value}")
     if not 2 <= csid <= 63:
         raise ValueError(f"csid {csid} needs a 1-byte basic header (2..63)")
     body = payload if isinstance(payload, Memory) else Memory(payload)
@@ -340,7 +450,14 @@ class Unpublish:
     name: str
 
 
-Event = Publish | Media | Unpublish
+@dataclass
+class Pause:
+    """Not an event of the stream: the session read ``pause_every`` chunks and stopped so
+    that the caller can let other tasks run. Call :meth:`ServerSession.next_event` again."""
+
+
+PAUSE = Pause()
+Event = Publish | Media | Unpublish | Pause
 
 
 class ServerSession:
@@ -350,16 +467,25 @@ class ServerSession:
         allocator: where message bodies are malloc'd.
         chunk_size: the chunk size announced to, and used for, the peer.
         window: the acknowledgement window announced to the peer.
+        max_message, max_partial, min_chunk_bytes, item_allowance, pause_every:
+            the :class:`ChunkReader`'s bounds (a server passes its limits).
 
     Feed it a Reader over the received bytes: :meth:`next_event` returns the
     next :class:`Publish`, :class:`Media` or :class:`Unpublish` (commands and
-    control messages are answered internally), or raises ``NeedMore``. After
+    control messages are answered internally), or raises ``NeedMore``; with
+    ``pause_every`` it also returns :data:`PAUSE` every so many chunks. After
     each call, send what :meth:`data_to_send` returns.
     """
 
     def __init__(self, allocator: Allocator, chunk_size: int = 4096,
-                 window: int = 2_500_000) -> None:
-        self.chunks = ChunkReader(allocator)
+                 window: int = 2_500_000, *, max_message: int = 16 << 20,
+                 max_partial: int | None = None, min_chunk_bytes: int | None = None,
+                 item_allowance: int = 4096, pause_every: int | None = None) -> None:
+        self.chunks = ChunkReader(allocator, max_message, max_partial=max_partial,
+                                  min_chunk_bytes=min_chunk_bytes,
+                                  item_allowance=item_allowance, pause_every=pause_every)
+        check_size("ServerSession", "chunk_size", chunk_size, minimum=1)
+        check_size("ServerSession", "window", window, minimum=1)
         self.out_chunk_size = chunk_size
         self.window = window
         self.state = "c0c1"
@@ -393,12 +519,21 @@ class ServerSession:
     # -- bytes in ----------------------------------------------------------
 
     def next_event(self, r: Reader) -> Event:
-        """The next event; raises NeedMore when ``r`` holds no complete one."""
+        """The next event; raises NeedMore when ``r`` holds no complete one.
+
+        Raises:
+            NeedMore, MalformedError, MemoryLimitError: see :meth:`ChunkReader.read_message`.
+            TypeError: ``r`` is not a Reader.
+        """
+        if type(r) is not Reader:
+            check_reader("ServerSession.next_event", r)
         if self.state != "open":
             self._handshake(r)
         while True:
             try:
                 msg = self.chunks.read_message(r)
+            except Paused:
+                return PAUSE
             finally:
                 if self.peer_window:
                     self._maybe_ack()

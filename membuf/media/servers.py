@@ -2,50 +2,82 @@
 
 Strategy. Both servers are :func:`membuf.serve_tcp` handlers that drive a
 sans-IO parser with :meth:`StreamReader.frames`: the parser is wrapped as a
-"codec" whose ``split(reader)`` returns every event the buffered bytes hold,
+"codec" whose ``split(reader)`` returns the events the buffered bytes hold,
 so parsing runs synchronously over the receive buffer and the stream layer
 does the receiving, the lazy freeing and the end-of-stream checks.
 
 Memory model (Monibuca's): every received chunk and every retained frame
 comes from one server :class:`~membuf.Allocator`. An RTMP message is
 reassembled into its own :class:`~membuf.RecyclableMemory`; an AV1 temporal
-unit is copied OBU by OBU into one. Frames go into a per-stream
-:class:`~membuf.media.ring.FrameRing` that recycles the frame it overwrites,
-and the latest codec configuration of each track is kept beside it, so a
-stream of any length holds at most ``ring`` frames; when a stream ends its
-ring is recycled and ``in_use`` returns to its idle value.
+unit is copied OBU by OBU into one growing buffer. Frames go into a
+per-stream :class:`~membuf.media.ring.FrameRing` bounded in frames and in
+bytes, and the latest codec configuration of each track is kept beside it;
+when a stream ends its ring is recycled and ``in_use`` returns to its idle
+value.
 
-A connection that sends malformed or truncated data gets one clear log line
-(logger ``membuf.media``) and is closed; the server keeps serving the others.
+Hostile peers (docs/design.md §12). Every bound is a field of
+:class:`~membuf.media.limits.Limits` and a command-line flag:
+
+* memory: the server allocator has ``max_bytes`` (``--max-memory``), so a
+  connection whose allocation would pass it gets ``MemoryLimitError`` and is
+  dropped, and the others go on; per connection, RTMP partial messages hold
+  at most twice what arrived of them and at most ``--max-partial`` bytes, an
+  AV1 temporal unit at most ``--max-temporal-unit``; per stream the ring
+  holds at most ``--ring-bytes``; at most ``--max-connections`` at once;
+* time: a peer must publish (RTMP) or send an OBU (AV1) within
+  ``--handshake-timeout`` seconds of connecting, and a connection that sends
+  nothing for ``--idle-timeout`` seconds is closed (one cancel scope per
+  connection, its deadline pushed forward at every receive);
+* work: chunks (RTMP) and OBUs (AV1) must average ``--min-chunk-bytes`` /
+  ``--min-obu-bytes`` after an allowance, so the CPU a peer costs is bounded
+  per byte it sends; and the parser stops every ``Limits.pause_every`` items
+  so that the connection's task lets the others run (a trio checkpoint).
+
+A connection that sends malformed or truncated data, or passes a limit,
+gets one log line (logger ``membuf.media``) and is closed; a peer that
+resets is logged at debug level. The server keeps serving the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import math
+import signal
 import socket
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Any, TextIO
 
 import trio
 
 from ..allocator import Allocator
-from ..errors import IncompleteReadError, MalformedError, NeedMore
+from ..errors import IncompleteReadError, MalformedError, MemoryLimitError, NeedMore
 from ..memory import Memory, RecyclableMemory
 from ..reader import Reader
 from ..stream import Connection, serve_tcp
 from . import av1, flv, rtmp
+from .limits import LimitError, Limits, format_size, parse_size
 from .ring import FrameRing
 
-__all__ = ["IngestServer", "RtmpServer", "Av1Server", "StreamState", "rtmp_main", "av1_main"]
+__all__ = ["IngestServer", "RtmpServer", "Av1Server", "ListenError", "StreamState",
+           "rtmp_main", "av1_main"]
 
 log = logging.getLogger("membuf.media")
 _FLUSH = object()  # "nothing parsed, but the session has bytes to send" (the handshake)
+_YIELD = object()  # "the parser paused: let other connections run before going on"
+_EMPTY = memoryview(b"")
+_KEEP = 1000       # finished streams and error lines remembered (a server runs for months)
+
+
+class ListenError(OSError):
+    """The server could not bind its port; ``str()`` is the one line the CLI prints."""
 
 
 @dataclass
@@ -87,26 +119,77 @@ class StreamState:
         self.configs.clear()
 
 
+class _Watchdog:
+    """The handshake and idle timeouts of one connection, as one trio cancel scope.
+
+    The deadline is the earlier of "handshake deadline" (until the stream
+    starts) and "last activity + idle timeout"; :meth:`activity` is called at
+    every receive (from the codec's ``split``), so a connection that keeps
+    sending is never cancelled and one that stalls is, at a receive or a send.
+    """
+
+    __slots__ = ("scope", "idle", "handshake", "_handshake_deadline", "_last", "started")
+
+    def __init__(self, limits: Limits) -> None:
+        now = trio.current_time()
+        self.idle = limits.idle_timeout
+        self.handshake = limits.handshake_timeout
+        self._handshake_deadline = now + self.handshake
+        self._last = now
+        self.started = False
+        self.scope = trio.CancelScope(deadline=min(self._handshake_deadline, now + self.idle))
+
+    def activity(self) -> None:
+        now = self._last = trio.current_time()
+        self.scope.deadline = min(self._handshake_deadline, now + self.idle)
+
+    def start(self) -> None:
+        """The peer is publishing: from now on only the idle timeout applies."""
+        self.started = True
+        self._handshake_deadline = math.inf
+        self.activity()
+
+    def reason(self) -> str:
+        if not self.started and self._handshake_deadline <= self._last + self.idle:
+            return (f"handshake timeout: not publishing {self.handshake:g} s after connecting"
+                    " (--handshake-timeout)")
+        return f"idle timeout: nothing received for {self.idle:g} s (--idle-timeout)"
+
+
+@dataclass
+class _Peer:
+    """What the server knows about one connection while it is served."""
+
+    address: str
+    watch: _Watchdog
+    state: StreamState | None = None
+
+
 class IngestServer:
-    """What both servers share: streams, reporting, ``--once``, error handling.
+    """What both servers share: streams, limits, timeouts, reporting, ``--once``.
 
     Args:
-        allocator: every connection's buffers and every frame come from it
-            (a new one by default); its ``in_use`` is back to idle after a stream.
-        ring_size: frames retained per stream.
+        allocator: every connection's buffers and every frame come from it;
+            by default a new one capped at ``limits.max_memory``.
+        limits: caps and timeouts (:class:`~membuf.media.limits.Limits`).
+        ring_size: frames retained per stream (``limits.ring_bytes`` bounds their bytes).
         json_out: print one ``{"streams": {key: summary}}`` line per finished stream.
         once: return from :meth:`run` after the first stream ends.
         live: print per-stream counts every ``interval`` seconds.
     """
 
     name = "ingest"
-    max_buffered = 1 << 20
 
-    def __init__(self, *, allocator: Allocator | None = None, ring_size: int = 64,
-                 json_out: bool = False, once: bool = False, live: bool = True,
-                 interval: float = 1.0, out: TextIO | None = None,
+    def __init__(self, *, allocator: Allocator | None = None, limits: Limits | None = None,
+                 ring_size: int = 64, json_out: bool = False, once: bool = False,
+                 live: bool = True, interval: float = 1.0, out: TextIO | None = None,
                  err: TextIO | None = None) -> None:
-        self.allocator = allocator if allocator is not None else Allocator()
+        self.limits = limits if limits is not None else Limits()
+        if not isinstance(self.limits, Limits):
+            raise TypeError(f"limits must be a Limits, got {type(self.limits).__name__}")
+        FrameRing(ring_size)  # refuse a bad ring size now, not at the first stream
+        self.allocator = (allocator if allocator is not None
+                          else Allocator(max_bytes=self.limits.max_memory))
         self.ring_size = ring_size
         self.json_out = json_out
         self.once = once
@@ -115,56 +198,125 @@ class IngestServer:
         self.out = out or sys.stdout
         self.err = err or sys.stderr
         self.active: dict[str, StreamState] = {}
-        self.finished: list[StreamState] = []
-        self.errors: list[str] = []
-        self.connections = 0
+        self.finished: deque[StreamState] = deque(maxlen=_KEEP)
+        self.errors: deque[str] = deque(maxlen=_KEEP)
+        self.dropped: dict[str, int] = {}   # why connections were dropped -> how many
+        self.streams = 0                    # streams finished
+        self.connections = 0                # connections accepted
+        self.open_connections = 0
+        self.refused = 0                    # connections over max_connections
+        self._refused_logged = -math.inf
         self.port = 0
         self.first_finished = trio.Event()
+
+    @property
+    def max_buffered(self) -> int:
+        """Bytes a connection's StreamReader may hold received but not parsed."""
+        return 1 << 20
 
     # -- running -----------------------------------------------------------
 
     async def run(self, port: int, host: str = "127.0.0.1", *,
                   task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve until cancelled (or, with ``once``, until the first stream ends)."""
+        """Serve until cancelled (or, with ``once``, until the first stream ends).
+
+        Raises:
+            ListenError: the port could not be bound (before ``task_status.started``).
+        """
+        failed: ListenError | None = None
         async with trio.open_nursery() as nursery:
-            serve = partial(serve_tcp, self._handle, port, host, self.allocator,
+            serve = partial(serve_tcp, self._handle, port, host=host, allocator=self.allocator,
                             max_buffered=self.max_buffered)
-            listeners = await nursery.start(serve)
-            self.port = listeners[0].socket.getsockname()[1]
-            task_status.started(self.port)
-            if self.live:
-                nursery.start_soon(self._report_live)
-            if self.once:
-                await self.first_finished.wait()
-                nursery.cancel_scope.cancel()
+            try:
+                listeners = await nursery.start(serve)
+            except OSError as e:  # raised below, outside the nursery: no exception group
+                failed = ListenError(_listen_message(self.name, host, port, e))
+                failed.errno = e.errno
+            else:
+                self.port = listeners[0].socket.getsockname()[1]
+                task_status.started(self.port)
+                if self.live:
+                    nursery.start_soon(self._report_live)
+                if self.once:
+                    await self.first_finished.wait()
+                    nursery.cancel_scope.cancel()
+        if failed is not None:
+            raise failed
 
     async def _handle(self, conn: Connection) -> None:
         self.connections += 1
+        address = _peer_address(conn)
+        if self.open_connections >= self.limits.max_connections:
+            self._refuse(address)
+            return
+        self.open_connections += 1
+        peer = _Peer(address, _Watchdog(self.limits))
+        error: str | None = None
         try:
-            host, port = conn.stream.socket.getpeername()[:2]
-            peer = f"{host}:{port}"
-        except OSError:
-            peer = "?"
-        try:
-            await self.ingest(conn, peer)
-        except (MalformedError, IncompleteReadError, trio.BrokenResourceError) as e:
-            what = "truncated stream" if isinstance(e, IncompleteReadError) else (
-                "malformed stream" if isinstance(e, MalformedError) else "connection broken")
-            msg = f"{self.name} {peer}: {what}, connection dropped: {e}"
-            self.errors.append(msg)
-            log.error("%s", msg)
+            with peer.watch.scope:
+                await self.ingest(conn, peer)
+            if peer.watch.scope.cancelled_caught:
+                error = peer.watch.reason()
+                self._drop(peer, "timeout", error)
+        except LimitError as e:
+            error = str(e)
+            self._drop(peer, "limit", f"limit reached, connection dropped: {e}")
+        except MemoryLimitError as e:
+            cap = f"memory cap reached (--max-memory {format_size(self.limits.max_memory)})"
+            error = f"{cap}: {e}"
+            self._drop(peer, "memory", f"{cap}, connection dropped: {e}")
+        except (MalformedError, IncompleteReadError) as e:
+            error = str(e)
+            what = "truncated" if isinstance(e, IncompleteReadError) else "malformed"
+            self._drop(peer, what, f"{what} stream, connection dropped: {e}")
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            error = f"connection broken: {e}"
+            self.dropped["reset"] = self.dropped.get("reset", 0) + 1
+            log.debug("%s %s: connection reset by the peer (%s)", self.name, address, e)
+        except trio.Cancelled:
+            error = "the server stopped"
+            raise
+        except Exception as e:  # a bug: serve_tcp logs it with its traceback
+            error = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            self.open_connections -= 1
+            if peer.state is not None:
+                self.finish_stream(peer.state, error)
 
-    async def ingest(self, conn: Connection, peer: str) -> None:
+    def _drop(self, peer: _Peer, kind: str, message: str) -> None:
+        self.dropped[kind] = self.dropped.get(kind, 0) + 1
+        line = f"{self.name} {peer.address}: {message}"
+        self.errors.append(line)
+        log.warning("%s", line)
+
+    def _refuse(self, address: str) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= 10:  # one line per 10 s, not one per connection
+            self._refused_logged = now
+            log.warning("%s %s: refused: %d connections open (--max-connections); %d refused"
+                        " so far", self.name, address, self.open_connections, self.refused)
+
+    async def ingest(self, conn: Connection, peer: _Peer) -> None:
         raise NotImplementedError
 
     # -- streams -----------------------------------------------------------
 
+    def _begin(self, peer: _Peer, key: str,
+               counts: flv.MediaCounts | av1.ObuCounts) -> StreamState:
+        """Start ``peer``'s stream: from now on only the idle timeout applies to it."""
+        state = peer.state = self.start_stream(key, counts)
+        peer.watch.start()
+        return state
+
     def start_stream(self, key: str, counts: flv.MediaCounts | av1.ObuCounts) -> StreamState:
+        """Register a new stream named ``key`` (``key#2``... when the name is taken)."""
         base, n = key, 1
         while key in self.active:
             n += 1
             key = f"{base}#{n}"
-        state = StreamState(key, counts, FrameRing(self.ring_size))
+        state = StreamState(key, counts, FrameRing(self.ring_size, self.limits.ring_bytes))
         self.active[key] = state
         if not self.json_out:
             print(f"{self.name}: stream {key} started", file=self.out, flush=True)
@@ -179,6 +331,7 @@ class IngestServer:
         state.release()
         self.active.pop(state.key, None)
         self.finished.append(state)
+        self.streams += 1
         if self.json_out:
             print(json.dumps({"streams": {state.key: state.summary()}}), file=self.out, flush=True)
         else:
@@ -211,38 +364,56 @@ class IngestServer:
 
     def totals(self) -> str:
         st = self.allocator.stats()
-        return (f"{self.name}: {self.connections} connections, {len(self.finished)} streams,"
-                f" {len(self.errors)} errors; allocator in use {st.in_use} B,"
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(self.dropped.items())) or "none"
+        return (f"{self.name}: {self.connections} connections, {self.streams} streams,"
+                f" dropped: {dropped}; refused {self.refused}; allocator in use {st.in_use} B,"
                 f" peak {st.peak_in_use} B")
 
 
 class _SplitCodec:
     """Adapt a sans-IO ``parse(reader) -> event`` to :meth:`StreamReader.frames`.
 
-    ``split`` returns every event the buffer holds. A MalformedError after
-    some events is held back until those are handled, so no parsed frame is
-    dropped without being recycled.
+    ``split`` returns the events the buffer holds, at most ``pause_every`` of
+    them, then :data:`_YIELD` so that the handler lets other tasks run before
+    the next call parses on. A MalformedError after some events is held back
+    until those are handled, so no parsed frame is dropped without being
+    recycled. Every call counts as activity for the connection's watchdog:
+    ``frames()`` calls ``split`` after every receive.
     """
 
-    def __init__(self, parse: Callable[[Reader], Any], has_output: Callable[[], bool]) -> None:
+    def __init__(self, parse: Callable[[Reader], Any], has_output: Callable[[], bool],
+                 watch: _Watchdog, pause_every: int) -> None:
         self.parse = parse
         self.has_output = has_output
+        self.watch = watch
+        self.pause_every = pause_every
         self.error: MalformedError | None = None
 
     def split(self, r: Reader) -> list[Any]:
+        self.watch.activity()
         if self.error is not None:
-            raise self.error
+            error, self.error = self.error, None
+            try:
+                raise error
+            finally:
+                del error  # a local naming it would make its traceback a cycle
         out: list[Any] = []
         parse = self.parse
         try:
-            while True:
-                out.append(parse(r))
+            for _ in range(self.pause_every):
+                event = parse(r)
+                if event is rtmp.PAUSE:
+                    break
+                out.append(event)
+            out.append(_YIELD)
         except NeedMore:
             pass
         except MalformedError as e:
             if not out:
                 raise
-            self.error = e
+            # kept without its traceback: its frames hold the receive buffer (and this
+            # codec: a cycle that would pin the connection's memory until a GC pass)
+            self.error = e.with_traceback(None)
         if not out and self.has_output():
             out.append(_FLUSH)
         return out
@@ -253,32 +424,38 @@ class RtmpServer(IngestServer):
 
     name = "serve-rtmp"
 
-    async def ingest(self, conn: Connection, peer: str) -> None:
-        session = rtmp.ServerSession(self.allocator)
-        codec = _SplitCodec(session.next_event, session.has_data_to_send)
-        state: StreamState | None = None
-        error: str | None = None
+    async def ingest(self, conn: Connection, peer: _Peer) -> None:
+        lim = self.limits
+        session = rtmp.ServerSession(
+            self.allocator, max_message=lim.max_message, max_partial=lim.max_partial,
+            min_chunk_bytes=lim.min_chunk_bytes, item_allowance=lim.item_allowance,
+            pause_every=lim.pause_every)
+        codec = _SplitCodec(session.next_event, session.has_data_to_send, peer.watch,
+                            lim.pause_every)
         try:
             async for batch in conn.reader.frames(codec, batch=True):
                 for ev in batch:
                     if type(ev) is rtmp.Media:
                         msg = ev.message
-                        if state is None:  # media before publish: not ours to keep
+                        if peer.state is None:  # media before publish: not ours to keep
                             msg.body.recycle()
                         else:
-                            self._on_media(state, msg)
+                            self._on_media(peer.state, msg)
                     elif type(ev) is rtmp.Publish:
-                        if state is not None:
-                            self.finish_stream(state)
-                        state = self.start_stream(f"{ev.app}/{ev.name}", flv.MediaCounts())
-                    elif type(ev) is rtmp.Unpublish and state is not None:
-                        self.finish_stream(state)
-                        state = None
+                        if peer.state is not None:
+                            self.finish_stream(peer.state)
+                        self._begin(peer, _stream_key(ev.app, ev.name), flv.MediaCounts())
+                    elif type(ev) is rtmp.Unpublish and peer.state is not None:
+                        self.finish_stream(peer.state)
+                        peer.state = None
                 out = session.data_to_send()
                 if out:
                     await conn.send(Memory(*out))
+                if batch[-1] is _YIELD:  # the parser paused: let the other connections run
+                    await trio.lowlevel.checkpoint()
                 if not session.publishing:
                     _quickack(conn)
+                del batch  # not held across the next receive (its events are handled)
             if session.chunks.pending():
                 raise IncompleteReadError("", partial=0)  # worded below
         except IncompleteReadError as e:
@@ -287,15 +464,11 @@ class RtmpServer(IngestServer):
                 where = "the RTMP handshake"
             elif session.chunks.pending():
                 partial, where = session.chunks.pending(), "an RTMP message"
-            error = f"the stream ended inside {where} ({partial} bytes of it arrived)"
-            raise IncompleteReadError(error, partial) from None
-        except BaseException as e:
-            error = str(e) or type(e).__name__
-            raise
+            raise IncompleteReadError(
+                f"the stream ended inside {where} ({partial} bytes of it arrived)",
+                partial) from None
         finally:
             session.close()
-            if state is not None:
-                self.finish_stream(state, error)
 
     def _on_media(self, state: StreamState, msg: rtmp.Message) -> None:
         counts = state.counts
@@ -315,52 +488,160 @@ class RtmpServer(IngestServer):
             msg.body.recycle()
 
 
+class _TemporalUnit:
+    """The OBUs of one temporal unit, copied into a few buffers of doubling size.
+
+    The OBU views from ``read_obu`` point into the receive buffer, which the
+    stream layer reuses; a retained temporal unit needs its own copy. Each
+    new buffer is as large as everything before it (at least 1 KiB, at most
+    what is left of ``max_bytes``), so a unit of n bytes is a handful of
+    segments, never one Python object per OBU, nothing is copied twice and
+    the unit never holds more than ``max_bytes``. :meth:`take` gives the unused
+    tail of the last buffer back (a partial free).
+    """
+
+    __slots__ = ("allocator", "max_bytes", "rm", "buf", "used", "filled")
+
+    def __init__(self, allocator: Allocator, max_bytes: int) -> None:
+        self.allocator = allocator
+        self.max_bytes = max_bytes
+        self.rm = RecyclableMemory(allocator)   # the full buffers
+        self.buf = _EMPTY                       # the buffer being filled
+        self.used = 0                           # bytes of it filled
+        self.filled = 0                         # bytes of the whole unit
+
+    def add(self, obu: av1.Obu) -> None:
+        """Copy one OBU in. Raises LimitError past ``max_bytes``, MemoryLimitError."""
+        n = obu.size
+        if self.used + n > len(self.buf):
+            held = self.filled - self.used + len(self.buf)
+            if self.filled + n > self.max_bytes:
+                raise LimitError(f"AV1 temporal unit of more than {self.max_bytes} bytes without"
+                                 " a temporal delimiter (--max-temporal-unit)")
+            size = min(self.max_bytes - held, max(n, self.filled, 1024))
+            if size < n:  # the tail of the current buffer is needed: give it back first
+                self._close_buffer()
+                size = min(self.max_bytes - self.filled, max(n, self.filled, 1024))
+            grown = self.allocator.malloc(size)
+            self._close_buffer()
+            self.buf = grown
+        obu.data.copy_to(self.buf[self.used:self.used + n])
+        self.used += n
+        self.filled += n
+
+    def _close_buffer(self) -> None:
+        """Move the filled part of the current buffer into ``rm``, free the rest."""
+        buf, used = self.buf, self.used
+        self.buf, self.used = _EMPTY, 0
+        if used:
+            self.rm.push_owned(self.allocator.free_rest(buf, used))
+        elif len(buf):
+            self.allocator.free(buf)
+
+    def take(self) -> RecyclableMemory:
+        """The unit as a frame that owns exactly its bytes; this builder is empty again."""
+        self._close_buffer()
+        rm, self.rm = self.rm, RecyclableMemory(self.allocator)
+        self.filled = 0
+        return rm
+
+    def release(self) -> None:
+        """Free everything (the connection ended inside a unit)."""
+        self._close_buffer()
+        self.rm.recycle()
+        self.filled = 0
+
+
+class _ObuParser:
+    """``read_obu`` with the work-per-byte rule: after ``allowance`` OBUs, OBUs must
+    average ``min_bytes`` (a flood of 2-byte OBUs costs a parse each)."""
+
+    __slots__ = ("max_size", "min_bytes", "allowance", "obus", "bytes")
+
+    def __init__(self, limits: Limits) -> None:
+        self.max_size = limits.max_obu
+        self.min_bytes = limits.min_obu_bytes
+        self.allowance = limits.item_allowance
+        self.obus = self.bytes = 0
+
+    def __call__(self, r: Reader) -> av1.Obu:
+        obu = av1.read_obu(r, max_size=self.max_size)
+        self.obus += 1
+        self.bytes += obu.size
+        if self.obus > self.allowance + self.bytes // self.min_bytes:
+            raise LimitError(
+                f"AV1 flood: {self.obus} OBUs in {self.bytes} bytes ({self.bytes / self.obus:.1f}"
+                f" bytes per OBU; past the first {self.allowance} OBUs they must average"
+                f" {self.min_bytes}, --min-obu-bytes)")
+        return obu
+
+
 class Av1Server(IngestServer):
     """AV1 ingest of a raw OBU stream: ``ffmpeg ... -c:v libaom-av1 -f obu tcp://host:port``."""
 
     name = "serve-av1"
-    max_buffered = 32 << 20  # a whole OBU must fit (a key frame can be large)
 
-    async def ingest(self, conn: Connection, peer: str) -> None:
+    @property
+    def max_buffered(self) -> int:
+        """A whole OBU must fit, with its header (at most 10 bytes)."""
+        return max(self.limits.max_obu + 16, 64 << 10)
+
+    async def ingest(self, conn: Connection, peer: _Peer) -> None:
         key = f"av1/{self.connections}"
         counts = av1.ObuCounts()
-        state: StreamState | None = None  # a stream starts with its first OBU
-        codec = _SplitCodec(partial(av1.read_obu, max_size=self.max_buffered),
-                            lambda: False)
-        tu: RecyclableMemory | None = None
-        error: str | None = None
+        codec = _SplitCodec(_ObuParser(self.limits), lambda: False, peer.watch,
+                            self.limits.pause_every)
+        tu: _TemporalUnit | None = None
         try:
             async for batch in conn.reader.frames(codec, batch=True):
-                if state is None:
-                    state = self.start_stream(key, counts)
+                state = peer.state
+                if state is None:  # a stream starts with its first OBU
+                    state = self._begin(peer, key, counts)
                 ring = state.ring
                 for obu in batch:
-                    if counts.add_obu(obu) and tu is not None:
-                        ring.push(tu)
-                        tu = None
+                    if obu is _YIELD:
+                        await trio.lowlevel.checkpoint()
+                        break
+                    if counts.add_obu(obu) and tu is not None and tu.filled:
+                        ring.push(tu.take())
                     if tu is None:
-                        tu = RecyclableMemory(self.allocator)
-                    obu.data.copy_to(tu.next_n(obu.size))  # retain: the views die at the next receive
-            if tu is not None and state is not None:
-                state.ring.push(tu)
-                tu = None
+                        tu = _TemporalUnit(self.allocator, self.limits.max_temporal_unit)
+                    tu.add(obu)  # a copy: the OBU's views die at the next receive
+                del batch
+            if tu is not None and tu.filled and peer.state is not None:
+                peer.state.ring.push(tu.take())
         except IncompleteReadError as e:
-            error = f"the stream ended inside an OBU ({e.partial} bytes of it arrived)"
-            raise IncompleteReadError(error, e.partial) from None
-        except BaseException as e:
-            error = str(e) or type(e).__name__
-            raise
+            raise IncompleteReadError(
+                f"the stream ended inside an OBU ({e.partial} bytes of it arrived)",
+                e.partial) from None
         finally:
             if tu is not None:
-                tu.recycle()
-            if state is not None:
-                self.finish_stream(state, error)
+                tu.release()
+
+
+def _stream_key(app: str, name: str) -> str:
+    """``app/name`` as the peer sent them, made safe to print: at most 200 characters, and
+    control characters (a newline would forge a log line) shown as ``?``."""
+    key = f"{app}/{name}"[:200]
+    return "".join(c if c.isprintable() else "?" for c in key)
 
 
 def _rate(bytes_per_second: float) -> str:
     if bytes_per_second >= 1e6:
         return f"{bytes_per_second / 1e6:.1f} MB/s"
     return f"{bytes_per_second / 1e3:.1f} kB/s"
+
+
+def _peer_address(conn: Connection) -> str:
+    peer = getattr(conn, "peer", None)  # Connection.peer (docs/design.md §6), else the socket
+    if peer is None:
+        try:
+            peer = conn.stream.socket.getpeername()
+        except (AttributeError, OSError):
+            return "?"
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer)
 
 
 def _quickack(conn: Connection) -> None:
@@ -373,37 +654,151 @@ def _quickack(conn: Connection) -> None:
     if opt is not None:
         try:
             conn.stream.socket.setsockopt(socket.IPPROTO_TCP, opt, 1)
-        except OSError:
+        except (AttributeError, OSError):
             pass
 
 
-def _main(argv: list[str] | None, cls: type[IngestServer], default_port: int, url: str) -> int:
-    p = argparse.ArgumentParser(prog=f"python -m membuf {cls.name}",
-                                description=(cls.__doc__ or "").strip().splitlines()[0])
-    p.add_argument("--port", type=int, default=default_port, help=f"TCP port (default {default_port}; 0: any)")
+_LISTEN_REASONS = {errno.EADDRINUSE: "address in use", errno.EACCES: "permission denied",
+                   errno.EADDRNOTAVAIL: "address not available on this machine"}
+
+
+def _listen_message(name: str, host: str | None, port: int, e: OSError) -> str:
+    reason = _LISTEN_REASONS.get(e.errno or 0) or (e.strerror or str(e)).lower()
+    return f"{name}: cannot listen on {host or '*'}:{port}: {reason}"
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0 or math.isinf(value):
+        raise ValueError(text)
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _size(text: str) -> int:
+    value = parse_size(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_seconds.__name__ = "seconds"  # argparse names the type in its error message
+_positive.__name__ = "positive int"
+_size.__name__ = "size"
+
+# flag -> (Limits field, argparse type, metavar, help); {d} is the default
+_COMMON_FLAGS = [
+    ("--max-memory", "max_memory", _size, "SIZE",
+     "native memory of the whole server: a connection that would pass it is dropped"
+     " (default {d}: an eighth of this machine's memory, 256 MiB to 4 GiB)"),
+    ("--max-connections", "max_connections", _positive, "N",
+     "connections served at once; more are closed at once (default {d})"),
+    ("--handshake-timeout", "handshake_timeout", _seconds, "SECONDS",
+     "seconds from connecting until the peer publishes (default {d})"),
+    ("--idle-timeout", "idle_timeout", _seconds, "SECONDS",
+     "seconds without a received byte before a connection is closed (default {d})"),
+    ("--ring-bytes", "ring_bytes", _size, "SIZE", "bytes of frames retained per stream"
+     " (default {d})"),
+    ("--flood-allowance", "item_allowance", _positive, "N",
+     "chunks or OBUs a connection may send before the average-size rule applies (default {d})"),
+]
+_RTMP_FLAGS = [
+    ("--max-message", "max_message", _size, "SIZE", "largest RTMP message (default {d})"),
+    ("--max-partial", "max_partial", _size, "SIZE",
+     "bytes one connection may hold in messages received in part (default {d})"),
+    ("--min-chunk-bytes", "min_chunk_bytes", _positive, "N",
+     "chunks must average at least N bytes, headers included (default {d})"),
+]
+_AV1_FLAGS = [
+    ("--max-obu", "max_obu", _size, "SIZE", "largest OBU (default {d})"),
+    ("--max-temporal-unit", "max_temporal_unit", _size, "SIZE",
+     "largest temporal unit (OBUs between two temporal delimiters) (default {d})"),
+    ("--min-obu-bytes", "min_obu_bytes", _positive, "N",
+     "OBUs must average at least N bytes (default {d})"),
+]
+
+
+def _parser(cls: type[IngestServer], default_port: int,
+            flags: list[tuple[str, str, Any, str, str]]) -> argparse.ArgumentParser:
+    defaults = Limits()
+    p = argparse.ArgumentParser(
+        prog=f"python -m membuf {cls.name}",
+        description=(cls.__doc__ or "").strip().splitlines()[0].replace("``", ""),
+        epilog="SIZE takes a binary suffix: 64K, 4M, 2G. Ctrl-C (or SIGTERM) stops the server"
+               " and prints a one-line summary. Limits: docs/media.md.")
+    p.add_argument("--port", type=int, default=default_port,
+                   help=f"TCP port (default {default_port}; 0: any)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--json", action="store_true",
                    help='print {"streams": {key: counts}} per finished stream on stdout')
     p.add_argument("--once", action="store_true", help="exit after the first stream ends")
-    p.add_argument("--ring", type=int, default=64, help="frames retained per stream (default 64)")
-    p.add_argument("--interval", type=float, default=1.0, help="seconds between live lines")
+    p.add_argument("--ring", type=_positive, default=64,
+                   help="frames retained per stream (default 64)")
+    p.add_argument("--interval", type=_seconds, default=1.0, help="seconds between live lines")
     p.add_argument("--quiet", action="store_true", help="no live lines")
+    limits = p.add_argument_group("limits (each safe for an internet-facing port by default)")
+    for flag, name, kind, metavar, help_ in _COMMON_FLAGS + flags:
+        value = getattr(defaults, name)
+        shown = format_size(value) if kind is _size else f"{value:g}"
+        limits.add_argument(flag, dest=name, type=kind, metavar=metavar, default=value,
+                            help=help_.format(d=shown))
+    return p
+
+
+def _main(argv: list[str] | None, cls: type[IngestServer], default_port: int, url: str,
+          flags: list[tuple[str, str, Any, str, str]]) -> int:
+    p = _parser(cls, default_port, flags)
     args = p.parse_args(argv)
+    names = {f.name for f in fields(Limits)}
+    try:
+        limits = Limits(**{k: v for k, v in vars(args).items() if k in names})
+    except ValueError as e:
+        p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    server = cls(ring_size=args.ring, json_out=args.json, once=args.once, live=not args.quiet,
-                 interval=args.interval)
+    server = cls(limits=limits, ring_size=args.ring, json_out=args.json, once=args.once,
+                 live=not args.quiet, interval=args.interval)
+    stopped: list[str] = []
+    failed: list[ListenError] = []
 
     async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            port = await nursery.start(partial(server.run, args.port, args.host))
-            print(f"{cls.name}: listening on {url.format(host=args.host, port=port)}",
-                  file=sys.stderr, flush=True)
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+                async def serve(task_status: trio.TaskStatus[int]) -> None:
+                    await server.run(args.port, args.host, task_status=task_status)
+                    nursery.cancel_scope.cancel()  # --once: the first stream has ended
+
+                try:
+                    port = await nursery.start(serve)
+                except ListenError as e:
+                    failed.append(e)
+                    nursery.cancel_scope.cancel()
+                    return
+                print(f"{cls.name}: listening on {url.format(host=args.host, port=port)}"
+                      f" (max memory {format_size(limits.max_memory)})",
+                      file=sys.stderr, flush=True)
+                async for signum in signals:
+                    stopped.append(signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    break
 
     try:
         trio.run(run)
-    except KeyboardInterrupt:
-        pass
-    print(server.totals(), file=sys.stderr, flush=True)
+    except KeyboardInterrupt:  # a Ctrl-C before trio's signal receiver was in place
+        stopped.append("SIGINT")
+    if failed:
+        print(failed[0], file=sys.stderr, flush=True)
+        return 1
+    how = f"stopped by {stopped[0]}: " if stopped else ""
+    print(f"{how}{server.totals()}", file=sys.stderr, flush=True)
     if args.once and server.finished and server.finished[0].error:
         return 1
     return 0
@@ -411,9 +806,9 @@ def _main(argv: list[str] | None, cls: type[IngestServer], default_port: int, ur
 
 def rtmp_main(argv: list[str] | None = None) -> int:
     """``python -m membuf serve-rtmp``."""
-    return _main(argv, RtmpServer, 1935, "rtmp://{host}:{port}/<app>/<name>")
+    return _main(argv, RtmpServer, 1935, "rtmp://{host}:{port}/<app>/<name>", _RTMP_FLAGS)
 
 
 def av1_main(argv: list[str] | None = None) -> int:
     """``python -m membuf serve-av1``."""
-    return _main(argv, Av1Server, 9000, "tcp://{host}:{port} (ffmpeg -f obu)")
+    return _main(argv, Av1Server, 9000, "tcp://{host}:{port} (ffmpeg -f obu)", _AV1_FLAGS)

@@ -1,5 +1,6 @@
 /* membuf._core module: see core.h for the layout and the ownership chain. */
 #include "core.h"
+#include "reader.h"
 
 const mb_core_api *mb_api;
 PyObject *mb_FreeError, *mb_MemoryLimitError;
@@ -99,6 +100,9 @@ static int core_exec(PyObject *m)
     if (PyType_Ready(&Writer_Type) < 0 ||
         PyModule_AddObjectRef(m, "Writer", (PyObject *)&Writer_Type) < 0 ||
         PyModule_AddFunctions(m, writer_module_methods) < 0)
+        return -1;
+    /* reader.c: MemoryCore, Reader, Transaction, Framer (framer.c) */
+    if (reader_exec(m) < 0)
         return -1;
     return 0;
 }
