@@ -358,6 +358,93 @@ def test_chunk_reader_errors_and_partial_close() -> None:
         assert a.stats().in_use == cr.partial_bytes == 0
 
 
+def feed_pausing(segments: list[Any], reader: rtmp.ChunkReader) -> tuple[list[Any], int]:
+    """``feed`` for a ChunkReader made with ``pause_every``: a Paused is retried at once."""
+    mem = Memory()
+    r = mem.reader()
+    out, pauses = [], 0
+    for seg in segments:
+        mem.push(seg)
+        while True:
+            try:
+                out.append(reader.read_message(r))
+            except rtmp.Paused:
+                pauses += 1
+            except NeedMore:
+                break
+    return out, pauses
+
+
+@pytest.mark.parametrize("how", SPLITS)
+def test_chunk_reader_pauses_lose_nothing(how: str) -> None:
+    """With pause_every, read_message stops between chunks; retried, every message comes
+    out exactly as without pauses, however the input is split."""
+    with Allocator() as a:
+        reader = rtmp.ChunkReader(a, pause_every=2)
+        msgs, pauses = feed_pausing(split(CHUNKED, how), reader)
+        got = [(m.type, m.stream_id, m.timestamp, m.body.to_bytes()) for m in msgs]
+        assert got == EXPECTED and pauses >= reader.chunks // 2 - 1
+        assert reader.bytes_read == len(CHUNKED)
+        for m in msgs:
+            m.body.recycle()
+        reader.close()
+        assert a.stats().in_use == 0
+
+
+EMPTY_FLOOD = header(0, 6, 0, 0, 9, 1) + header(3, 6) * 3000   # 3001 empty messages
+
+
+@pytest.mark.parametrize("how", SPLITS)
+def test_chunk_reader_flood_rule_is_the_same_however_split(how: str) -> None:
+    """Past the allowance, chunks must average min_chunk_bytes: 1-byte headers of empty
+    messages are refused at the same chunk wherever the receive boundaries fall."""
+    from membuf.media.limits import LimitError
+
+    with Allocator() as a:
+        reader = rtmp.ChunkReader(a, min_chunk_bytes=16, item_allowance=100)
+        mem = Memory()
+        r = mem.reader()
+        messages = 0
+        # chunk k has come in k + 11 bytes (a 12-byte header, then 1 byte each): refused
+        # at the first k over 100 + (k + 11) // 16
+        with pytest.raises(LimitError, match="RTMP flood: 108 chunks in 119 bytes"):
+            for seg in split(EMPTY_FLOOD, how):
+                mem.push(seg)
+                while True:
+                    try:
+                        reader.read_message(r).body.recycle()
+                        messages += 1
+                    except NeedMore:
+                        break
+        assert messages == 107 and reader.chunks == 107
+        assert a.stats().in_use == 0
+
+
+def test_chunk_reader_partial_budget_holds_what_arrived_and_refuses_past_it() -> None:
+    from membuf.media.limits import LimitError
+
+    with Allocator() as a:
+        reader = rtmp.ChunkReader(a, max_partial=1000)
+        r = Memory(header(0, 4, 0, 5000, 9, 1) + bytes(128) + header(0, 6, 0, 5000, 9, 1)
+                   + bytes(128)).reader()
+        with pytest.raises(NeedMore):
+            reader.read_message(r)
+        # two messages in part, 128 bytes of each: the buffers hold exactly that
+        assert reader.partial_bytes == a.stats().in_use == 256 and reader.pending() == 256
+        more = Memory((header(3, 4) + bytes(128) + header(3, 6) + bytes(128)) * 10)
+        r2 = more.reader()
+        with pytest.raises(LimitError, match="over max_partial=1000"):
+            while True:
+                reader.read_message(r2)
+        held, left = reader.partial_bytes, len(r2)
+        assert held <= 1000 and held <= 2 * reader.pending() and a.stats().in_use == held
+        with pytest.raises(LimitError):   # refused again, nothing consumed meanwhile
+            reader.read_message(r2)
+        assert (reader.partial_bytes, len(r2)) == (held, left)
+        reader.close()
+        assert a.stats().in_use == reader.partial_bytes == 0
+
+
 def test_encode_chunks_roundtrip() -> None:
     payload = Memory(b"x" * 100, b"y" * 200)
     out = rtmp.encode_chunks(9, payload, csid=6, stream_id=1, timestamp=0x1234567, chunk_size=128)
@@ -437,6 +524,25 @@ def test_server_session_publish_every_split(how: str) -> None:
 def test_server_session_rejects_bad_handshake() -> None:
     with Allocator() as a, pytest.raises(MalformedError, match="C0 version 6"):
         rtmp.ServerSession(a).next_event(Reader(Memory(b"\x06" + bytes(1536))))
+
+
+def test_frame_ring_is_bounded_in_bytes() -> None:
+    with Allocator() as a:
+        ring = FrameRing(64, max_bytes=10_000)
+        for i in range(100):
+            rm = RecyclableMemory(a)
+            rm.next_n(1 + i * 37 % 3000)
+            ring.push(rm)
+            assert ring.bytes == a.stats().in_use <= 10_000
+            assert ring.bytes == sum(len(f) for f in ring)  # type: ignore[arg-type]
+        big = RecyclableMemory(a)
+        big.next_n(10_001)
+        kept = ring.bytes
+        ring.push(big)                       # larger than the whole bound: not retained
+        assert (ring.dropped, ring.bytes, a.stats().in_use) == (1, kept, kept)
+        assert ring.written == 101 and ring.recycled == 101 - 1 - len(ring)
+        ring.clear()
+        assert a.stats().in_use == 0 and len(ring) == 0 and ring.bytes == 0
 
 
 def test_frame_ring_recycles_what_it_overwrites() -> None:
