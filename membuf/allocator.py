@@ -43,6 +43,8 @@ __all__ = ["Allocator", "AllocatorStats"]
 
 _STRATEGIES = {"first-fit": lib.MB_FIRST_FIT, "best-fit": lib.MB_BEST_FIT, "good-fit": lib.MB_GOOD_FIT}
 _from_buffer = ffi.from_buffer
+_MAX_SIZE = 1 << 62       # sizes and caps past this are refused at the door
+_MAX_REQUEST = 1 << 40    # the native allocator's largest request (1 TiB)
 # free() result codes beyond the native ones (native/core/heap.c)
 _ENOTBUFFER, _ENOTCONTIG, _ERELEASED, _EAUTO = -100, -101, -102, -103
 
@@ -111,6 +113,15 @@ class Allocator:
         hugepages: bool = False,
         debug: bool = False,
     ) -> None:
+        for name, value in (("arena_size", arena_size), ("max_arena_size", max_arena_size),
+                            ("max_bytes", max_bytes)):
+            if value is None and name == "max_bytes":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            if value > _MAX_SIZE:
+                raise ValueError(f"{name}={value} is more than any allocator can hold "
+                                 f"(2**62)" + ("; use None for no cap" if name == "max_bytes" else ""))
         if strategy not in _STRATEGIES:
             raise ValueError(f"strategy must be one of {sorted(_STRATEGIES)}, not {strategy!r}")
         if not 0 < arena_size <= max_arena_size:
@@ -134,9 +145,8 @@ class Allocator:
         # RecyclableMemory objects holding a reserved run tail (next_n): stats() leaves
         # those bytes out of in_use, so counts stay exact between next_n calls
         self._tails: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
-        self._tails_lock = threading.Lock()
+        self._tails_lock = threading.RLock()   # (next_n takes it around its own malloc)
         self._debug: DebugTracker | None = None
-        self._epoch = 0        # bumped by reset(): owners of older ranges must not free them
         LIVE_ALLOCATORS.add(self)
         # The hot calls are the Heap's C methods, bound on the instance: no Python frame.
         self.malloc = self._heap.malloc                 # type: ignore[method-assign]
@@ -187,6 +197,8 @@ class Allocator:
             ValueError: ``k`` is not within ``0..len(mv)``.
             FreeError: as :meth:`free`.
         """
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise TypeError(f"free_rest keeps an int number of bytes, got {type(k).__name__}")
         if not 0 <= k <= len(mv):
             raise ValueError(f"free_rest keeps 0..{len(mv)} bytes of this view, asked for {k}")
         if k < len(mv):
@@ -204,6 +216,8 @@ class Allocator:
             raise TypeError(f"borrow size must be an int, got {type(n).__name__}")
         if n < 0:
             raise ValueError(f"borrow size must be >= 0, got {n}")
+        if n > _MAX_REQUEST:
+            raise MemoryLimitError(f"borrow({n}): no allocator can hold {n} bytes (limit 1 TiB)")
         scratch = self._scratch
         if n > len(scratch):
             scratch = self._scratch = memoryview(bytearray(max(n, 2 * len(scratch))))
@@ -222,26 +236,32 @@ class Allocator:
         return True
 
     def stats(self) -> AllocatorStats:
-        """Exact counters: one consistent snapshot (one native call, safe from any thread)."""
-        values = self._heap.stats()
+        """Exact counters: one consistent snapshot (one native call, safe from any thread).
+
+        Two Python-side amounts are taken out of the native counters under the locks
+        that guard them, so no change can fall between the two readings: the unused
+        tails of ``RecyclableMemory.next_n`` runs, and (debug mode) the quarantine.
+        """
         with self._tails_lock:
-            owners = list(self._tails.values())
-        reserved_tails = sum(rm._tail_bytes() for rm in owners)
-        if reserved_tails:
-            fixed = dict(zip(STAT_FIELDS, values, strict=True))
-            fixed["in_use"] -= reserved_tails
-            fixed["free"] += reserved_tails
-            values = tuple(fixed.values())
-        if self._debug is not None and self._debug.quarantined:
-            # quarantined bytes are freed as far as the user is concerned
-            with self._debug_lock:
-                q, ranges = self._debug.quarantined, len(self._debug._quarantine)
-            fixed = dict(zip(STAT_FIELDS, values, strict=True))
-            fixed["in_use"] -= q
-            fixed["free"] += q
-            fixed["frees"] += ranges
-            return AllocatorStats(**fixed)
-        return AllocatorStats(*values)
+            if self._debug is not None:
+                with self._debug_lock:
+                    values = self._heap.stats()
+                    q, ranges = self._debug.quarantined, len(self._debug._quarantine)
+            else:
+                values, q, ranges = self._heap.stats(), 0, 0
+            tails = sum(rm._tail_bytes() for rm in self._tails.values())
+        if not tails and not q:
+            return AllocatorStats(*values)
+        fixed = dict(zip(STAT_FIELDS, values, strict=True))
+        fixed["in_use"] -= tails + q          # reserved tails and quarantined bytes are
+        fixed["free"] += tails + q            # not in use as far as the user is concerned
+        fixed["frees"] += ranges
+        return AllocatorStats(**fixed)
+
+    @property
+    def _epoch(self) -> int:
+        """The native reset count: what an owner records with the bytes it takes."""
+        return int(self._heap.epoch)
 
     def leaks(self) -> list[Leak]:
         """Every live allocated range with the stack that made it (debug mode only).
@@ -268,15 +288,16 @@ class Allocator:
         last of them goes) but the bytes are no longer allocated: as after a
         free, what they show later is unspecified.
         """
-        if self._debug is not None:
-            with self._debug_lock:
-                self._debug.clear()
-        self._epoch += 1
         with self._tails_lock:                # next_n runs are gone: no bump into them
             for rm in self._tails.values():
                 rm._drop_run()
             self._tails.clear()
-        lib.mb_alloc_reset(self._h)
+            if self._debug is not None:       # records and native state change together
+                with self._debug_lock:
+                    self._debug.clear()
+                    lib.mb_alloc_reset(self._h)
+            else:
+                lib.mb_alloc_reset(self._h)
 
     def check(self) -> None:
         """Walk every native invariant; raise AssertionError naming a broken one (for tests).
@@ -327,17 +348,28 @@ class Allocator:
         """
         return self._heap.auto_chunk(n)
 
-    def _free_batch(self, pairs: list[int]) -> None:
+    def _free_batch(self, pairs: list[int], epoch: int | None = None) -> None:
         """Free many ranges in one native call; ``pairs`` is addr0, len0, addr1, len1, ...
 
-        All or nothing: on error nothing is freed.
+        All or nothing: on error nothing is freed. With ``epoch`` (the reset count
+        recorded when the ranges were taken), nothing is freed if the allocator was
+        reset since, checked under the native lock, so a concurrent reset cannot
+        slip in between the check and the free.
         """
         if not pairs:
             return
         if self._debug is not None:
-            self._debug_free_batch(pairs)
+            with self._debug_lock:
+                if epoch is None or epoch == self._epoch:
+                    self._debug_free_batch(pairs)
             return
-        self._native_free_flat(pairs)
+        if epoch is None:
+            self._native_free_flat(pairs)
+            return
+        arr = ffi.new("uint64_t[]", pairs)
+        r = lib.mb_alloc_free_batch_epoch(self._h, arr, len(pairs) // 2, epoch)
+        if r:
+            self._after_free(r, None)
 
     def _native_free_flat(self, pairs: list[int]) -> None:
         """The one native batch free: addr0, len0, addr1, len1, ... (no debug bookkeeping)."""
@@ -351,10 +383,10 @@ class Allocator:
         return self._debug_malloc_addr(n, internal_frames=3)[0]
 
     def _debug_malloc_addr(self, n: int, internal_frames: int = 2) -> tuple[memoryview, int]:
-        mv, address = Allocator._malloc_addr(self, n)
-        if n:
-            assert self._debug is not None
-            with self._debug_lock:
+        assert self._debug is not None
+        with self._debug_lock:                 # native state and records change together
+            mv, address = self._heap.malloc_addr(n)
+            if n:
                 self._debug.on_malloc(address, mv, internal_frames)
         return mv, address
 
@@ -368,8 +400,14 @@ class Allocator:
         assert self._debug is not None
         with self._debug_lock:
             self._debug_check(address, n)
-            view = memoryview(ffi.buffer(ffi.cast("char *", address), n))
-            self._evicted(self._debug.on_free(address, view))
+            self._evicted(self._debug.on_free(address, self._quarantine_view(address, n)))
+
+    def _quarantine_view(self, address: int, n: int) -> memoryview:
+        """A view of freed bytes that holds their arena's mapping while quarantined."""
+        view = self._heap.view_at(address, n)
+        if view is None:                       # pragma: no cover - _debug_check ran first
+            raise FreeError(f"free of {n} bytes at {address:#x}: not memory of this allocator")
+        return view
 
     def _evicted(self, ranges: list[tuple[int, int]]) -> None:
         """Free what left quarantine, then report a write into it (use after free)."""
@@ -380,6 +418,7 @@ class Allocator:
             raise corrupt
 
     def _debug_check(self, address: int, n: int) -> None:
+        """Refuse, changing nothing, a free the debug records do not cover."""
         assert self._debug is not None
         hit = self._debug.quarantine_overlap(address, n)
         if hit is not None:
@@ -388,25 +427,34 @@ class Allocator:
                 "were already freed and are in quarantine (double free); nothing was freed"
             )
         if not self._debug.covered(address, n):
-            # not live: let the native index name the problem (foreign, double, overlap)
-            r = lib.mb_alloc_free(self._h, ffi.cast("char *", address), n)
-            if r < 0:
-                self._after_free(r, None)
-            raise AssertionError("debug records and the native index disagree")  # pragma: no cover
+            # Never a native free here (it could succeed on bytes someone else owns now):
+            # name the problem from what the index and the arena table say.
+            where = f"free of {n} bytes at {address:#x}"
+            if self._heap.view_at(address, n) is None:
+                raise FreeError(f"{where}: not memory of this allocator; free views only to "
+                                "the allocator that made them")
+            if lib.mb_alloc_owns(self._h, ffi.cast("char *", address), n):
+                raise FreeError(f"{where}: allocated, but not by this allocator's malloc or "
+                                "next_n (bytes a StreamReader owns, or a stale view of bytes "
+                                "handed out again); nothing was freed")
+            raise FreeError(f"{where}: some of these bytes are already free (double or "
+                            "overlapping free); nothing was freed")
 
     def _debug_free_batch(self, pairs: list[int]) -> None:
+        """The caller holds the debug lock."""
         assert self._debug is not None
-        ranges = list(zip(pairs[::2], pairs[1::2], strict=True))
-        with self._debug_lock:
-            for address, n in ranges:          # all or nothing: check everything first
-                if n:
-                    self._debug_check(address, n)
-            evicted = []
-            for address, n in ranges:
-                if n:
-                    view = memoryview(ffi.buffer(ffi.cast("char *", address), n))
-                    evicted += self._debug.on_free(address, view)
-            self._evicted(evicted)
+        ranges = sorted((a, n) for a, n in zip(pairs[::2], pairs[1::2], strict=True) if n)
+        for i, (address, n) in enumerate(ranges):   # all or nothing: check everything first
+            if i and ranges[i - 1][0] + ranges[i - 1][1] > address:
+                raise FreeError(
+                    f"batch free of {n} bytes at {address:#x}: it overlaps another item of "
+                    "the same batch (bytes freed twice); nothing was freed"
+                )
+            self._debug_check(address, n)
+        evicted = []
+        for address, n in ranges:
+            evicted += self._debug.on_free(address, self._quarantine_view(address, n))
+        self._evicted(evicted)
 
     def _native_free_pairs(self, ranges: list[tuple[int, int]]) -> None:
         if ranges:

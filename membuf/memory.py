@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
 from . import _core
-from .errors import FreeError, MalformedError, MembufError, NeedMore
+from .errors import FreeError, MalformedError, MembufError, NeedMore, UseAfterFreeError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .allocator import Allocator
@@ -344,12 +344,17 @@ def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str 
     """Finalizer of a RecyclableMemory collected without ``recycle``.
 
     It never raises: a range that the allocator refuses was freed elsewhere (the
-    user heard of it from the recycle() that failed), so it is skipped.
+    user heard of it from the recycle() that failed), so it is skipped; a
+    use-after-free found on the way (debug mode) was reported by ``check()`` or
+    will be.
     """
     live = _live_pairs(pairs, epoch, allocator)
     pairs.clear()
-    if tail[1] and epoch[0] == allocator._epoch:
-        allocator._free_batch(tail[:])       # the run's unused tail: never the user's
+    if tail[1]:
+        try:                                 # the run's unused tail: never the user's
+            allocator._free_batch(tail[:], epoch[0])
+        except MembufError:
+            pass
     tail[:] = [0, 0]
     if not live:
         return
@@ -361,12 +366,14 @@ def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str 
             stacklevel=2,
         )
     try:
-        allocator._free_batch(live)
-    except FreeError:
+        allocator._free_batch(live, epoch[0])
+    except UseAfterFreeError:
+        pass                                 # the bytes were freed; the write is reported
+    except MembufError:
         for i in range(0, len(live), 2):
             try:
-                allocator._free_batch(live[i : i + 2])
-            except FreeError:
+                allocator._free_batch(live[i : i + 2], epoch[0])
+            except MembufError:
                 pass
 
 
@@ -472,17 +479,18 @@ class RecyclableMemory(Memory):
             self._append_owned(view, addr)
             return view
         tail = self._tail
-        if tail[1]:
-            if self._epoch[0] == alloc._epoch:
-                alloc._free_batch(tail[:])
-            tail[:] = [0, 0]
-            self._run = None
-        run, addr = alloc._malloc_addr(size)
-        self._run_size = min(2 * size, _MAX_RUN)
-        self._append_owned(run[:n], addr)
-        self._run, self._run_addr = run, addr
-        tail[:] = [addr + n, size - n]
-        alloc._track_tail(self)
+        with alloc._tails_lock:              # stats() sees the run and its tail together
+            if tail[1]:
+                old, tail[:] = tail[:], [0, 0]
+                self._run = None
+                alloc._free_batch(old, self._epoch[0])
+            run, addr = alloc._malloc_addr(size)
+            self._run_size = min(2 * size, _MAX_RUN)
+            if not self._append_owned(run[:n], addr):
+                return self._segs[-1]        # a reset came between: no run to keep
+            self._run, self._run_addr = run, addr
+            tail[:] = [addr + n, size - n]
+            alloc._track_tail(self)
         return self._segs[-1]
 
     def _drop_run(self) -> None:
@@ -522,13 +530,29 @@ class RecyclableMemory(Memory):
         self._segs.append(view)
         self._size += len(view)
 
-    def _append_owned(self, view: memoryview, addr: int) -> None:
+    def _append_owned(self, view: memoryview, addr: int) -> bool:
+        """Append ``view`` as owned; False when its bytes belong to a reset allocator.
+
+        The reset count recorded with the pairs is the one the bytes were taken in
+        (their chunk's, read under the native lock), so a reset racing this call is
+        always seen: bytes from before it are kept as references, never freed.
+        """
         self._refs = self._refs or 1          # usable again after the last recycle
-        if self._epoch[0] != self.allocator._epoch:    # reset since: older ranges are gone
-            self._pairs[1::2] = [0] * (len(self._pairs) // 2)
+        got = getattr(view.obj, "epoch", None)
+        taken = self.allocator._epoch if got is None else int(got)
+        if taken != self._epoch[0]:
+            if taken < self._epoch[0]:        # forgotten by a reset we already saw
+                self._own.append(-1)
+                self._segs.append(view)
+                self._size += len(view)
+                return False
+            # a reset since the older pairs were taken: they are gone; keep those
+            # segments as references (their bytes stay mapped) and start over
+            self._own[:] = [-1 if o >= 0 else o for o in self._own]
+            self._pairs.clear()
             self._tail[:] = [0, 0]
             self._run = None
-            self._epoch[0] = self.allocator._epoch
+            self._epoch[0] = taken
         n = len(view)
         if n:
             self._own.append(len(self._pairs) // 2)
@@ -537,6 +561,7 @@ class RecyclableMemory(Memory):
             self._own.append(-1)
         self._segs.append(view)
         self._size += n
+        return taken == self.allocator._epoch
 
     def retain(self) -> RecyclableMemory:
         """One more holder: the bytes stay until every holder has called :meth:`recycle`.
@@ -578,12 +603,22 @@ class RecyclableMemory(Memory):
             return
         if self._refs == 0 and not self._segs and not self._pairs and not self._tail[1]:
             return
-        live = _live_pairs(self._pairs, self._epoch, self.allocator)
+        alloc = self.allocator
         tail = self._tail
-        if tail[1] and self._epoch[0] == self.allocator._epoch:
-            live += tail                      # the run's unused tail, in the same batch
-        self.allocator._free_batch(live)
-        tail[:] = [0, 0]
+        with alloc._tails_lock:               # stats() never sees the tail half-given back
+            live = _live_pairs(self._pairs, self._epoch, alloc)
+            if tail[1]:
+                live += tail                  # the run's unused tail, in the same batch
+            try:
+                alloc._free_batch(live, self._epoch[0])   # nothing if reset since
+            except UseAfterFreeError:
+                self._forget()                # the free happened: never free them again
+                raise
+            self._forget()
+
+    def _forget(self) -> None:
+        """After the last holder's recycle: nothing owned, nothing held, empty."""
+        self._tail[:] = [0, 0]
         self._run = None
         self._pairs.clear()
         self._own.clear()

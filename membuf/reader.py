@@ -665,7 +665,7 @@ class PyReader:
         self._memo = None
         if limit < self._remaining():
             return                          # the window ended first: the caller raises
-        segs, first = self._segs, self._si - self._m._dsegs
+        segs, first = self._segs, max(self._si - self._m._dsegs, -1)   # (behind a clip)
         k = len(segs) - 1
         overlap = len(segs[k]) if k > first else 0
         while overlap < len(sub) - 1 and k - 1 > first:

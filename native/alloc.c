@@ -692,9 +692,49 @@ static void describe_overlap(const mb_alloc *a, const uint64_t *pairs, size_t k,
     }
 }
 
+static int free_batch_locked(mb_alloc *a, const uint64_t *pairs, size_t count);
+
 int mb_alloc_free_batch(mb_alloc *a, const uint64_t *pairs, size_t count)
 {
     mb_lock_take(&a->lock);
+    int r = free_batch_locked(a, pairs, count);
+    mb_lock_give(&a->lock);
+    return r;
+}
+
+int mb_alloc_free_batch_epoch(mb_alloc *a, const uint64_t *pairs, size_t count, uint64_t epoch)
+{
+    mb_lock_take(&a->lock);
+    int r = epoch == a->epoch ? free_batch_locked(a, pairs, count) : 0;
+    mb_lock_give(&a->lock);
+    return r;
+}
+
+uint64_t mb_alloc_epoch(mb_alloc *a)
+{
+    mb_lock_take(&a->lock);
+    uint64_t e = a->epoch;
+    mb_lock_give(&a->lock);
+    return e;
+}
+
+int mb_alloc_pin(mb_alloc *a, const void *p, size_t n, mb_region **region)
+{
+    uintptr_t s = (uintptr_t)p;
+    mb_lock_take(&a->lock);
+    long ai = find_arena(a, s);
+    int ok = ai >= 0 && n <= a->arenas[ai].size - (s - a->arenas[ai].base);
+    if (ok) {
+        mb_region_retain(a->arenas[ai].region);
+        *region = a->arenas[ai].region;
+    }
+    mb_lock_give(&a->lock);
+    return ok;
+}
+
+/* The body of a batch free; the caller holds the lock. */
+static int free_batch_locked(mb_alloc *a, const uint64_t *pairs, size_t count)
+{
     int r = 0, emptied = 0;
     size_t i;
     for (i = 0; i < count; i++) {
@@ -719,7 +759,6 @@ int mb_alloc_free_batch(mb_alloc *a, const uint64_t *pairs, size_t count)
     } else if (emptied) {
         r = release_empties(a, 1);
     }
-    mb_lock_give(&a->lock);
     return r;
 }
 

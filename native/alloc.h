@@ -74,6 +74,14 @@ int mb_alloc_chunk_done(mb_alloc *a, const void *p, size_t n, uint64_t epoch, in
 int mb_alloc_free(mb_alloc *a, const void *p, size_t n);
 /* pairs = addr0, len0, addr1, len1, ...; all or nothing. */
 int mb_alloc_free_batch(mb_alloc *a, const uint64_t *pairs, size_t count);
+/* The same, only while the allocator is still in epoch (no reset since): else it frees
+ * nothing and returns 0. What an owner recorded before a reset is never freed after it. */
+int mb_alloc_free_batch_epoch(mb_alloc *a, const uint64_t *pairs, size_t count, uint64_t epoch);
+/* The reset count (an owner records it with what it allocates). */
+uint64_t mb_alloc_epoch(mb_alloc *a);
+/* A reference to the region of the arena holding [p, p+n) in *region: 1, or 0 if no
+ * arena holds it. (Debug mode keeps views of freed ranges; they must hold their region.) */
+int mb_alloc_pin(mb_alloc *a, const void *p, size_t n, mb_region **region);
 /* 1 when every byte of [p, p+n) is allocated from this allocator, else 0. */
 int mb_alloc_owns(mb_alloc *a, const void *p, size_t n);
 void mb_alloc_stats(mb_alloc *a, mb_stats *out);

@@ -12,6 +12,8 @@ static const mb_core_api table = {
     mb_alloc_chunk_done,
     mb_alloc_stats,
     mb_region_release,
+    mb_alloc_epoch,
+    mb_alloc_pin,
 };
 
 const mb_core_api *mb_core_api_table(void) { return &table; }

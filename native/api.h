@@ -10,7 +10,7 @@
 #include "alloc.h"
 #include "region.h"
 
-#define MB_CORE_API_VERSION 1
+#define MB_CORE_API_VERSION 2
 
 typedef struct mb_core_api {
     unsigned version;
@@ -24,6 +24,8 @@ typedef struct mb_core_api {
     int (*chunk_done)(mb_alloc *a, const void *p, size_t n, uint64_t epoch, int disowned);
     void (*stats)(mb_alloc *a, mb_stats *out);
     void (*region_release)(mb_region *r);
+    uint64_t (*epoch)(mb_alloc *a);
+    int (*pin)(mb_alloc *a, const void *p, size_t n, mb_region **region);
 } mb_core_api;
 
 const mb_core_api *mb_core_api_table(void);

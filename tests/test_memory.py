@@ -236,7 +236,8 @@ def test_next_n_push_recycle(alloc: Allocator) -> None:
 def test_recycle_is_one_native_call(alloc: Allocator, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     real = alloc._free_batch
-    monkeypatch.setattr(alloc, "_free_batch", lambda pairs: (calls.append(len(pairs)), real(pairs)))
+    monkeypatch.setattr(alloc, "_free_batch",
+                        lambda pairs, epoch=None: (calls.append(len(pairs)), real(pairs, epoch)))
     rm = RecyclableMemory(alloc)
     for n in (1, 20, 300, 4000):
         rm.next_n(n)

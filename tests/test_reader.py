@@ -11,6 +11,7 @@ from splitting import SPLITS, memory_split, reader_split, readers
 
 import membuf
 from membuf import MalformedError, MembufError, Memory, NeedMore, Reader
+from membuf.reader import PyReader
 
 # -- LEB128 helpers (independent of the code under test) -------------------------
 
@@ -828,3 +829,16 @@ def test_finalizers_that_use_the_reader_mid_call_cannot_corrupt_it() -> None:
     gc.collect()
     assert len(r) == 0 and refused[0] > 0      # the re-entrant path was taken
     assert b"".join(b for _, b in sorted(reads)) == data
+
+
+def test_find_after_the_memory_was_cleared_under_the_cursor() -> None:
+    """A failed find whose cursor's segments were cleared remembers nothing out of range
+    (it once read the segment list at index -1 in C: a crash)."""
+    for reader in (Reader, PyReader):
+        m = Memory(b"ab", b"", b"")
+        r = reader(m)
+        r.skip(2)
+        m.clear()
+        assert r.find(b"x") == -1
+        m.push(b"..x")
+        assert r.find(b"x") == 2

@@ -138,6 +138,12 @@ static PyObject *chunk_get_auto(ChunkObject *c, void *closure)
     return PyBool_FromLong(c->heap != NULL);
 }
 
+static PyObject *chunk_get_epoch(ChunkObject *c, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong((unsigned long long)c->epoch);
+}
+
 static PyObject *chunk_get_disowned(ChunkObject *c, void *closure)
 {
     (void)closure;
@@ -164,6 +170,8 @@ static PyGetSetDef chunk_getset[] = {
     {"exports", (getter)chunk_get_exports, NULL, "live buffer exports", NULL},
     {"auto", (getter)chunk_get_auto, NULL, "frees itself when it dies", NULL},
     {"disowned", (getter)chunk_get_disowned, NULL, "the owner let go", NULL},
+    {"epoch", (getter)chunk_get_epoch, NULL, "the allocator's reset count when the bytes were taken",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

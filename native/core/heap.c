@@ -192,6 +192,31 @@ static PyObject *heap_stats(HeapObject *h, PyObject *unused)
     return t;
 }
 
+/* view_at(address, n): a view of [address, address+n) that holds its arena's region,
+ * or None when no arena of this allocator holds those bytes. For debug mode, which
+ * keeps (and checks) freed ranges by address. */
+static PyObject *heap_view_at(HeapObject *h, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "view_at(address, n) takes 2 arguments");
+        return NULL;
+    }
+    void *p = PyLong_AsVoidPtr(args[0]);
+    Py_ssize_t n = PyLong_AsSsize_t(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    mb_region *region = NULL;
+    if (n <= 0 || !p || !mb_api->pin(h->a, p, (size_t)n, &region))
+        Py_RETURN_NONE;
+    return view_of(chunk_new(p, n, region, NULL, 0));
+}
+
+static PyObject *heap_get_epoch(HeapObject *h, void *closure)
+{
+    (void)closure;
+    return PyLong_FromUnsignedLongLong((unsigned long long)mb_api->epoch(h->a));
+}
+
 static PyObject *heap_get_handle(HeapObject *h, void *closure)
 {
     (void)closure;
@@ -205,11 +230,14 @@ static PyMethodDef heap_methods[] = {
      "n fresh bytes as a Chunk that gives them back when it dies."},
     {"free", (PyCFunction)heap_free, METH_O, "Give back a view's bytes; returns a result code."},
     {"stats", (PyCFunction)heap_stats, METH_NOARGS, "The counters, in mb_stats order."},
+    {"view_at", (PyCFunction)(void (*)(void))heap_view_at, METH_FASTCALL,
+     "A region-holding view of [address, address+n), or None."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef heap_getset[] = {
     {"handle", (getter)heap_get_handle, NULL, "address of the native allocator", NULL},
+    {"epoch", (getter)heap_get_epoch, NULL, "how many times the allocator was reset", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

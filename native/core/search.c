@@ -117,6 +117,8 @@ static void remember(ReaderObject *r, const mb_cursor *c, PyObject *sub, long lo
     if (limit < rem)
         return;                 /* the window ended first: the caller raises */
     Py_ssize_t first = c->si - m->dsegs, k = PyList_GET_SIZE(m->segs) - 1;
+    if (first < -1)
+        first = -1;             /* a cursor behind a clip: only segments still listed count */
     Py_ssize_t sn = PyBytes_GET_SIZE(sub);
     long long overlap = 0;
     if (k > first) {
