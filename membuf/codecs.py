@@ -37,6 +37,7 @@ from . import _core
 from .errors import MalformedError, NeedMore
 from .memory import Memory, from_views
 from .reader import COMPILED, PyReader, Reader, bytes_arg
+from .writer import Writer
 
 __all__ = ["Codec", "Delimited", "Framer", "LengthPrefixed", "PyDelimited", "PyFramer",
            "PyLengthPrefixed", "Splitter", "SupportsMalloc"]
@@ -128,6 +129,80 @@ def _prefixed_repr(c: Any) -> str:
     return f"LengthPrefixed({c.prefix!r}, max_frame={c.max_frame}{extra})"
 
 
+# -- encoding (one implementation for both: it only writes a prefix and references) -------
+
+_FIELD_MAX = {"be16": 0xFFFF, "le16": 0xFFFF, "be24": 0xFFFFFF, "be32": 0xFFFFFFFF,
+              "le32": 0xFFFFFFFF, "leb128": 2**64 - 1}
+
+
+def _payload_views(payload: Any) -> list[Any]:
+    if isinstance(payload, Memory):
+        return list(payload)
+    try:
+        return [memoryview(payload)]
+    except TypeError:
+        raise TypeError(f"encode needs a bytes-like payload or a Memory, got "
+                        f"{type(payload).__name__}") from None
+
+
+def _encode(codec: Any, payload: Any, writer: Any) -> Memory | None:
+    """Prefix (or delimiter) plus the payload by reference, into ``writer`` or a new Memory."""
+    views = _payload_views(payload)
+    n = sum(v.nbytes for v in views)
+    if n > codec.max_frame:
+        raise MalformedError(f"encode of a {n}-byte payload: over max_frame={codec.max_frame}; "
+                             "nothing was written")
+    if codec.delim is not None:
+        if n and Memory(*views).reader().find(codec.delim) >= 0:
+            raise ValueError(f"encode: the payload contains the delimiter {codec.delim!r}, so the "
+                             "peer would cut it in two; nothing was written")
+    else:
+        if codec.offset:
+            raise ValueError(f"encode cannot make the {codec.offset} header bytes before the length "
+                             "field: write them first, then encode with an offset=0 codec")
+        field = n - codec.adjust
+        if not 0 <= field <= _FIELD_MAX[codec.prefix]:
+            raise ValueError(f"encode: a {n}-byte payload needs a length field of {field} "
+                             f"(adjust={codec.adjust}), which {codec.prefix} cannot hold")
+    w = Writer() if writer is None else writer
+    if codec.delim is None:
+        width = _PREFIXES[codec.prefix]
+        if not width:
+            w.write_leb128(field)
+        elif codec.prefix[0] == "l":
+            w.write_le(width, field)
+        else:
+            w.write_be(width, field)
+    for v in views:
+        w.write_ref(v)
+    if codec.delim is not None:
+        w.write(codec.delim)
+    return w.take() if writer is None else None
+
+
+class _Encodes:
+    """``encode`` for the built-in framers, compiled and pure alike."""
+
+    __slots__ = ()
+
+    def encode(self, payload: Any, writer: Any = None) -> Memory | None:
+        """The frame for ``payload``: its length prefix (or delimiter) and the payload
+        itself by reference, so a received frame can be echoed or relayed as it is.
+
+        Args:
+            payload: any bytes-like, or a Memory (its segments are referenced, not joined).
+            writer: a :class:`~membuf.Writer` to append the frame to; then nothing is
+                returned. ``None``: the frame is returned as a Memory.
+
+        Raises:
+            MalformedError: the payload is over ``max_frame`` (the peer would refuse it).
+            ValueError: the length cannot be encoded in this prefix (or with this
+                ``adjust``/``offset``), or the payload contains the delimiter.
+            TypeError: the payload is not bytes-like.
+        """
+        return _encode(self, payload, writer)
+
+
 # -- the compiled framers ---------------------------------------------------------------
 
 
@@ -141,7 +216,7 @@ class Framer(_core.Framer):
     __slots__ = ()
 
 
-class LengthPrefixed(Framer):
+class LengthPrefixed(_Encodes, Framer):
     """Frames with a length field: ``"leb128"``, ``"be16"``, ``"be24"``, ``"be32"``,
     ``"le16"`` or ``"le32"``, after Netty's LengthFieldBasedFrameDecoder.
 
@@ -178,7 +253,7 @@ class LengthPrefixed(Framer):
         return _prefixed_repr(self)
 
 
-class Delimited(Framer):
+class Delimited(_Encodes, Framer):
     """Frames ended by a delimiter (not included in the frame), e.g. ``b"\\r\\n"``.
 
     Args:
@@ -284,7 +359,7 @@ class PyFramer:
         return self._run(reader, True, allocator)
 
 
-class PyLengthPrefixed(PyFramer):
+class PyLengthPrefixed(_Encodes, PyFramer):
     """The reference twin of :class:`LengthPrefixed` (same arguments, results, errors)."""
 
     def __init__(self, prefix: str = "leb128", max_frame: int = 1 << 20, *, offset: int = 0,
@@ -324,7 +399,7 @@ class PyLengthPrefixed(PyFramer):
         return _prefixed_repr(self)
 
 
-class PyDelimited(PyFramer):
+class PyDelimited(_Encodes, PyFramer):
     """The reference twin of :class:`Delimited` (same arguments, results, errors)."""
 
     def __init__(self, delim: bytes = b"\r\n", max_frame: int = 1 << 16) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from splitting import SPLITS, memory_split, reader_split
 
+import membuf
+import membuf.codecs
 from membuf import Allocator, MalformedError, Memory, MemoryLimitError, Reader
 from membuf._native import ffi, lib
 from membuf.codecs import Codec, Delimited, LengthPrefixed
@@ -452,3 +456,54 @@ def test_mqtt_packets_through_a_stream_reader() -> None:
 
         trio.run(main)
         assert got == packets, views
+
+
+# -- encode ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", [LengthPrefixed, membuf.codecs.PyLengthPrefixed])
+@pytest.mark.parametrize("prefix", ["leb128", "be16", "be24", "be32", "le16", "le32"])
+@settings(max_examples=40, deadline=None)
+@given(payloads=st.lists(st.binary(max_size=300), max_size=20), adjust=st.sampled_from([0, -2, 3]))
+def test_encode_then_split_round_trips(impl: Any, prefix: str, payloads: list[bytes],
+                                       adjust: int) -> None:
+    codec = impl(prefix, max_frame=1 << 16, adjust=adjust)
+    w = membuf.Writer()
+    ok = []
+    for p in payloads:
+        if len(p) - adjust < 0:
+            with pytest.raises(ValueError):
+                codec.encode(p, w)
+            continue
+        assert codec.encode(p, w) is None
+        ok.append(p)
+    stream = w.take()
+    r = stream.reader()
+    assert [bytes(v) for v in codec.split_views(r)] == ok and len(r) == 0
+
+
+@pytest.mark.parametrize("impl", [Delimited, membuf.codecs.PyDelimited])
+def test_delimited_encode(impl: Any) -> None:
+    codec = impl(b"\r\n", max_frame=10)
+    frame = codec.encode(membuf.Memory(b"ab", b"cd"))
+    assert frame.tobytes() == b"abcd\r\n" and frame.count == 3   # by reference, not joined
+    with pytest.raises(ValueError, match="delimiter"):
+        codec.encode(b"a\r\nb")
+    with pytest.raises(MalformedError):
+        codec.encode(b"x" * 11)
+
+
+@pytest.mark.parametrize("impl", [LengthPrefixed, membuf.codecs.PyLengthPrefixed])
+def test_encode_refuses_what_the_peer_could_not_read(impl: Any) -> None:
+    with pytest.raises(ValueError, match="cannot hold"):
+        impl("be16", max_frame=1 << 20).encode(b"x" * 70000)
+    with pytest.raises(MalformedError):
+        impl("be32", max_frame=4).encode(b"hello")
+    with pytest.raises(ValueError, match="header bytes"):
+        impl("leb128", offset=1).encode(b"x")
+    with pytest.raises(TypeError):
+        impl("leb128").encode(5)
+    w = membuf.Writer()
+    with pytest.raises(ValueError):
+        impl("be16", max_frame=1 << 20).encode(b"x" * 70000, w)
+    assert len(w) == 0                                    # nothing was written
