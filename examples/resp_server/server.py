@@ -1,8 +1,8 @@
 """A Redis-protocol (RESP) server for PING, SET and GET, in two forms.
 
 ``membuf``: the parser is a codec (``split(reader)``) written with the documented
-Reader calls (``transaction``, ``peek_byte``, ``read_until``, ``read_byte``,
-``read_bytes``, ``skip``); the stream layer receives into native memory and
+Reader calls (``transaction``, ``peek_byte``, ``read_line``, ``read_bytes``,
+``skip``); the stream layer receives into native memory and
 hands it every complete command at once (``frames(codec, batch=True)``).
 
 ``baseline``: what one writes by hand: trio ``receive_some`` into a bytearray,
@@ -46,21 +46,22 @@ class Resp:
 
     def split(self, r: Reader) -> list[list[bytes]]:
         out = []
+        append = out.append
+        read_line, read_bytes, skip = r.read_line, r.read_bytes, r.skip
         while len(r):
             try:
                 with r.transaction():            # a partial command rewinds: retried later
                     if r.peek_byte() != 0x2A:    # '*'
                         raise MalformedError(f"RESP: expected '*', got {bytes([r.peek_byte()])!r}")
-                    r.skip(1)
-                    count = int(r.read_until(CRLF, 20).to_bytes())
+                    count = int(read_line(21)[1:])
                     args = []
                     for _ in range(count):
-                        if r.read_byte() != 0x24:  # '$'
+                        line = read_line(21)
+                        if line[:1] != b"$":
                             raise MalformedError("RESP: expected a bulk string")
-                        size = int(r.read_until(CRLF, 20).to_bytes())
-                        args.append(r.read_bytes(size))
-                        r.skip(2)
-                    out.append(args)
+                        args.append(read_bytes(int(line[1:])))
+                        skip(2)
+                    append(args)
             except NeedMore:
                 break
         return out
