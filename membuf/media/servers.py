@@ -73,7 +73,7 @@ log = logging.getLogger("membuf.media")
 _FLUSH = object()  # "nothing parsed, but the session has bytes to send" (the handshake)
 _YIELD = object()  # "the parser paused: let other connections run before going on"
 _EMPTY = memoryview(b"")
-_KEEP = 1000       # finished streams and error lines remembered (a server runs for months)
+_KEEP = 100        # finished streams and error lines remembered (a server runs for months)
 
 
 class ListenError(OSError):
@@ -176,6 +176,13 @@ class IngestServer:
         json_out: print one ``{"streams": {key: summary}}`` line per finished stream.
         once: return from :meth:`run` after the first stream ends.
         live: print per-stream counts every ``interval`` seconds.
+
+    Attributes:
+        active: the streams being published, by key.
+        finished, errors: the last 100 finished streams and drop lines (a server
+            runs for months; the log has every line).
+        dropped: connections dropped, by reason (limit, memory, timeout,
+            malformed, truncated, reset); refused: over ``max_connections``.
     """
 
     name = "ingest"
