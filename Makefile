@@ -29,7 +29,8 @@ test-py: $(STAMP)
 	$(PY) -m pytest -q
 	@# the Reader / codec / media-parser suite again on the pure-Python twin (docs/design.md §10)
 	MEMBUF_PURE_PYTHON=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_reader.py \
-		tests/test_codecs.py tests/test_misuse.py tests/test_differential.py tests/test_media_parsers.py
+		tests/test_codecs.py tests/test_misuse.py tests/test_differential.py tests/test_media_parsers.py \
+		tests/test_writer.py tests/test_memory.py
 
 LINT_DIRS := $(wildcard membuf tests benchmarks examples fuzz)
 
