@@ -363,17 +363,14 @@ class Allocator:
                 if epoch is None or epoch == self._epoch:
                     self._debug_free_batch(pairs)
             return
-        if epoch is None:
-            self._native_free_flat(pairs)
-            return
-        arr = ffi.new("uint64_t[]", pairs)
-        r = lib.mb_alloc_free_batch_epoch(self._h, arr, len(pairs) // 2, epoch)
-        if r:
-            self._after_free(r, None)
+        self._native_free_flat(pairs, epoch)
 
-    def _native_free_flat(self, pairs: list[int]) -> None:
-        """The one native batch free: addr0, len0, addr1, len1, ... (no debug bookkeeping)."""
-        r = lib.mb_alloc_free_batch(self._h, ffi.new("uint64_t[]", pairs), len(pairs) // 2)
+    def _native_free_flat(self, pairs: list[int], epoch: int | None = None) -> None:
+        """The one native batch free: addr0, len0, addr1, len1, ... (no debug bookkeeping);
+        with ``epoch``, only if the allocator was not reset since."""
+        arr, count = ffi.new("uint64_t[]", pairs), len(pairs) // 2
+        r = (lib.mb_alloc_free_batch(self._h, arr, count) if epoch is None
+             else lib.mb_alloc_free_batch_epoch(self._h, arr, count, epoch))
         if r:
             self._after_free(r, None)
 

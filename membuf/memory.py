@@ -350,21 +350,15 @@ def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str 
     """
     live = _live_pairs(pairs, epoch, allocator)
     pairs.clear()
-    if tail[1]:
-        try:                                 # the run's unused tail: never the user's
-            allocator._free_batch(tail[:], epoch[0])
-        except MembufError:
-            pass
-    tail[:] = [0, 0]
-    if not live:
-        return
-    if origin is not None:
+    if origin is not None and live:
         warnings.warn(
             f"RecyclableMemory with {len(live) // 2} owned segments was collected without "
             f"recycle(); freed by its finalizer. It was made at:\n{origin}",
             ResourceWarning,
             stacklevel=2,
         )
+    live += tail                             # the run's unused tail: never the user's
+    tail[:] = [0, 0]
     try:
         allocator._free_batch(live, epoch[0])
     except UseAfterFreeError:

@@ -189,7 +189,7 @@ class AsyncioProtocol(asyncio.BufferedProtocol, Source):
         buffered = len(eng.reader)
         self._want = needed
         self._item = buffered + needed
-        self._until = buffered + needed if exact else 0
+        self._until = self._item if exact else 0
         if self._paused:
             self._paused = False
             self.transport.resume_reading()

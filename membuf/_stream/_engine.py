@@ -114,10 +114,6 @@ class ReceiveEngine:
 
     # -- receiving -------------------------------------------------------------
 
-    def room(self) -> int:
-        """How many more bytes may be buffered now."""
-        return self.max_buffered - len(self.reader)
-
     def check(self, needed: int, exact: bool = True) -> None:
         """Raise BufferLimitError when ``needed`` more bytes would pass ``max_buffered``.
 

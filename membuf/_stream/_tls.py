@@ -32,6 +32,7 @@ import trio
 from ._errors import busy, closed
 from ._receive import Source
 from ._send import Sender, coalesce
+from ._trio import idle_wait
 
 __all__ = ["TLSSender", "TLSStream", "TrioTLSSource"]
 
@@ -175,9 +176,12 @@ class TLSStream(trio.abc.Stream):
             if done is not None:
                 done.set()
 
-    async def _flush_if_free(self) -> None:
+    async def _flush_if_free(self) -> bool:
+        """Flush pending output unless a flush is already running; True if it flushed."""
         if self._out.pending and not self._flushing:
             await self._flush()
+            return True
+        return False
 
     async def send_all(self, data: Any) -> None:
         self._write(data)
@@ -255,9 +259,7 @@ class TrioTLSSource(Source):
         else:
             eng.drop()
             eng.eof = True
-        if tls._out.pending and not tls._flushing:
-            await tls._flush()                      # e.g. an answer to a key update
-        elif not waited:
+        if not await tls._flush_if_free() and not waited:   # (e.g. a key update's answer)
             await trio.lowlevel.cancel_shielded_checkpoint()
         return n > 0
 
@@ -265,13 +267,7 @@ class TrioTLSSource(Source):
         eng = self.engine
         tls = self.stream
         await tls._flush_if_free()
-        trim = eng.idle_trim
-        if trim is not None and not eng.trimmed:
-            with trio.move_on_after(trim):
-                await tls._fill()
-                return
-            eng.idle()
-        await tls._fill()
+        await idle_wait(eng, tls._fill)
 
     async def aclose(self) -> None:
         await self.stream.aclose()

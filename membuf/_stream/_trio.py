@@ -33,6 +33,7 @@ import trio
 
 from ..allocator import Allocator
 from ..memory import IOV_MAX, step_over
+from ._engine import ReceiveEngine
 from ._errors import broken, busy, closed, peer_of
 from ._options import StreamOptions
 from ._receive import Source
@@ -42,6 +43,18 @@ __all__ = ["TrioSender", "TrioSocketSource", "TrioStreamSource", "source_for", "
 
 _HAS_SENDMSG = hasattr(trio.socket.SocketType, "sendmsg")
 HANDSHAKE_TIMEOUT = 60.0     # seconds a TLS client may take to shake hands (asyncio's default)
+
+
+async def idle_wait(eng: ReceiveEngine, ready: Callable[[], Awaitable[object]]) -> None:
+    """Wait for ``ready()``; past the engine's ``idle_trim`` seconds without data, trim
+    first (the engine's ``idle``), then go on waiting."""
+    trim = eng.idle_trim
+    if trim is not None and not eng.trimmed:
+        with trio.move_on_after(trim):
+            await ready()
+            return
+        eng.idle()
+    await ready()
 
 
 class TrioSocketSource(Source):
@@ -111,14 +124,7 @@ class TrioSocketSource(Source):
         return n > 0
 
     async def _wait(self) -> None:
-        eng = self.engine
-        trim = eng.idle_trim
-        if trim is not None and not eng.trimmed:
-            with trio.move_on_after(trim):
-                await trio.lowlevel.wait_readable(self._sock)
-                return
-            eng.idle()
-        await trio.lowlevel.wait_readable(self._sock)
+        await idle_wait(self.engine, lambda: trio.lowlevel.wait_readable(self._sock))
 
     async def aclose(self) -> None:
         await self.stream.aclose()

@@ -58,11 +58,6 @@ typedef struct FramerObject {
 
 static unsigned long long next_serial;
 
-static PyObject *type_name(PyObject *obj)
-{
-    return PyObject_GetAttrString((PyObject *)Py_TYPE(obj), "__name__");
-}
-
 /* ---- configuration -------------------------------------------------------------------- */
 
 static int framer_init(FramerObject *f, PyObject *args, PyObject *kwds)

@@ -25,7 +25,8 @@ unsigned long long mb_segment_visits;
 
 /* ---- errors and arguments ------------------------------------------------------- */
 
-static PyObject *type_name(PyObject *obj)
+/* The name of obj's type, for messages (a new reference). */
+PyObject *type_name(PyObject *obj)
 {
     return PyObject_GetAttrString((PyObject *)Py_TYPE(obj), "__name__");
 }

@@ -146,6 +146,8 @@ int reader_ready(ReaderObject *r);
 
 /* The NeedMore of `what` needing n bytes where `have` are buffered (returns NULL). */
 PyObject *need_more(const char *what, long long n, long long have);
+/* The name of obj's type, for messages (a new reference). */
+PyObject *type_name(PyObject *obj);
 /* Decode a LEB128 value at cursor c without moving it (the rules and messages of
  * read_leb128 / read_sleb128): 1 with *value and *length, 0 with NeedMore set, -1 with
  * MalformedError (or another error) set. */

@@ -21,11 +21,6 @@
 
 #include "scan.h"
 
-static PyObject *type_name(PyObject *obj)
-{
-    return PyObject_GetAttrString((PyObject *)Py_TYPE(obj), "__name__");
-}
-
 /* The first sub in buf[0:n] or -1 (mb_scan_find on unsigned bytes). */
 static Py_ssize_t search(const unsigned char *buf, Py_ssize_t n, const char *sub, Py_ssize_t m)
 {
@@ -310,6 +305,23 @@ static int delim_args(const char *what, PyObject *darg, PyObject *marg, PyObject
     return 0;
 }
 
+/* The delimiter search shared by read_until and read_line: the offset of d from the
+ * cursor (>= 0) with *dn = len(d), or -1 with the error raised. Always releases d. */
+static long long find_delim(ReaderObject *r, const char *what, PyObject *d, long long max,
+                            Py_ssize_t *dn)
+{
+    if (!reader_ready(r)) {
+        Py_DECREF(d);
+        return -1;
+    }
+    *dn = PyBytes_GET_SIZE(d);
+    long long j = reader_find(r, &r->c, d, max + *dn);
+    if (j == -1)
+        delim_failure(what, d, max, cursor_remaining(r->m, &r->c));
+    Py_DECREF(d);
+    return j < 0 ? -1 : j;
+}
+
 PyObject *reader_read_until(ReaderObject *r, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames)
 {
@@ -318,19 +330,10 @@ PyObject *reader_read_until(ReaderObject *r, PyObject *const *args, Py_ssize_t n
     if (two_args("read_until", "delim", "max_size", args, nargs, kwnames, &darg, &marg, NULL) < 0 ||
         delim_args("read_until", darg, marg, &d, &max) < 0)
         return NULL;
-    if (!reader_ready(r)) {
-        Py_DECREF(d);
+    Py_ssize_t dn;
+    long long j = find_delim(r, "read_until", d, max, &dn);
+    if (j < 0)
         return NULL;
-    }
-    Py_ssize_t dn = PyBytes_GET_SIZE(d);
-    long long j = reader_find(r, &r->c, d, max + dn);
-    if (j < 0) {
-        if (j == -1)
-            delim_failure("read_until", d, max, cursor_remaining(r->m, &r->c));
-        Py_DECREF(d);
-        return NULL;
-    }
-    Py_DECREF(d);
     mb_cursor was = r->c, w = r->c;
     mb_pieces ps;
     pieces_init(&ps);
@@ -365,19 +368,10 @@ PyObject *reader_read_line(ReaderObject *r, PyObject *const *args, Py_ssize_t na
     if (two_args("read_line", "max_size", "delim", args, nargs, kwnames, &marg, &darg, crlf) < 0 ||
         delim_args("read_line", darg, marg, &d, &max) < 0)
         return NULL;
-    if (!reader_ready(r)) {
-        Py_DECREF(d);
+    Py_ssize_t dn;
+    long long j = find_delim(r, "read_line", d, max, &dn);
+    if (j < 0)
         return NULL;
-    }
-    Py_ssize_t dn = PyBytes_GET_SIZE(d);
-    long long j = reader_find(r, &r->c, d, max + dn);
-    if (j < 0) {
-        if (j == -1)
-            delim_failure("read_line", d, max, cursor_remaining(r->m, &r->c));
-        Py_DECREF(d);
-        return NULL;
-    }
-    Py_DECREF(d);
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)j);
     if (!out)
         return NULL;

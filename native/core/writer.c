@@ -25,6 +25,7 @@
 #include "core.h"
 
 #include "check.h"
+#include "view.h"
 
 typedef struct WriterObject {
     PyObject_HEAD
@@ -61,28 +62,6 @@ PyMethodDef writer_module_methods[] = {
 };
 
 /* ---- chunks ------------------------------------------------------------------- */
-
-static PyObject *slice_of(PyObject *view, Py_ssize_t a, Py_ssize_t b)
-{
-    PyObject *s = PySlice_New(NULL, NULL, NULL), *r;
-    if (!s)
-        return NULL;
-    PyObject *lo = PyLong_FromSsize_t(a), *hi = PyLong_FromSsize_t(b);
-    Py_DECREF(s);
-    if (!lo || !hi) {
-        Py_XDECREF(lo);
-        Py_XDECREF(hi);
-        return NULL;
-    }
-    s = PySlice_New(lo, hi, NULL);
-    Py_DECREF(lo);
-    Py_DECREF(hi);
-    if (!s)
-        return NULL;
-    r = PyObject_GetItem(view, s);
-    Py_DECREF(s);
-    return r;
-}
 
 /* 1 when the allocator was reset since our native ranges were taken (they are gone). */
 static int epoch_moved(WriterObject *w)
@@ -132,7 +111,7 @@ static int close_run(WriterObject *w)
 {
     if (w->pos == w->run_start)
         return 0;
-    PyObject *seg = slice_of(w->cur, w->run_start, w->pos);
+    PyObject *seg = view_slice(w->cur, w->run_start, w->pos - w->run_start);
     if (!seg)
         return -1;
     PyObject *addr = w->cur_addr ? PyLong_FromVoidPtr((void *)(w->cur_addr + (uintptr_t)w->run_start))
@@ -217,7 +196,10 @@ static int ensure(WriterObject *w, Py_ssize_t n)
         if (!view)
             return -1;
     }
-    if (PyObject_GetBuffer(view, &w->buf, PyBUF_WRITABLE) < 0) {
+    const unsigned char *seg_p;     /* view_slice needs a 1-D unsigned-byte view */
+    Py_ssize_t seg_len;
+    if (view_segment(view, &seg_p, &seg_len) < 0 ||
+        PyObject_GetBuffer(view, &w->buf, PyBUF_WRITABLE) < 0) {
         Py_DECREF(view);
         return -1;
     }
@@ -435,11 +417,9 @@ static PyObject *writer_reserve(WriterObject *w, PyObject *arg)
     }
     if (ensure(w, (Py_ssize_t)n) < 0)
         return NULL;
-    PyObject *slot = slice_of(w->cur ? w->cur : NULL, w->pos, w->pos + (Py_ssize_t)n);
-    if (!slot && !w->cur) {      /* n == 0 with no chunk yet */
-        PyErr_Clear();
+    if (!w->cur)                 /* n == 0 with no chunk yet: a writable empty view */
         return PyMemoryView_FromMemory((char *)"", 0, PyBUF_WRITE);
-    }
+    PyObject *slot = view_slice(w->cur, w->pos, (Py_ssize_t)n);
     if (!slot)
         return NULL;
     w->pos += (Py_ssize_t)n;
