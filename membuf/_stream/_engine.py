@@ -72,7 +72,7 @@ class ReceiveEngine:
     """
 
     __slots__ = (
-        "allocator", "own_allocator", "options", "chunk_size", "max_buffered", "idle_trim",
+        "allocator", "own_allocator", "chunk_size", "max_buffered", "idle_trim",
         "mem", "reader", "contiguous", "eof", "closed", "busy", "trimmed", "error",
         "_recv_size", "_base_recv", "_max_recv", "_cap", "_item", "_carry", "_chunk", "_view",
         "received", "receives", "copied", "compacted", "retained", "_chunks", "_kept",
@@ -84,7 +84,6 @@ class ReceiveEngine:
             raise TypeError(f"allocator must be a membuf.Allocator, got {type(allocator).__name__}")
         self.own_allocator = allocator is None
         self.allocator: Allocator = Allocator() if allocator is None else allocator
-        self.options = options
         chunk, limit = options.chunk_size, options.max_buffered
         self.chunk_size = chunk
         self.max_buffered = limit
