@@ -29,7 +29,7 @@ from media_fixtures import (  # the fixtures (flv_file, ...) come from conftest.
     needs_ffmpeg,
 )
 
-from membuf.media import av1
+from membuf.media import av1, flv
 from membuf.media.servers import Av1Server, IngestServer, RtmpServer
 from membuf.memory import Memory
 
@@ -77,6 +77,9 @@ def test_probe_text_and_errors(flv_file: Path, tmp_path: Path) -> None:
 # -- in-process servers --------------------------------------------------------
 
 
+RELAY_KEYS = ("players", "relayed_messages", "relayed_bytes", "payload_copies", "skipped")
+
+
 def run_server(server: IngestServer, body: Callable[[int], Awaitable[None]]) -> None:
     """Start ``server`` on a free port, run ``body(port)``, wait until idle, stop."""
     async def main() -> None:
@@ -110,11 +113,17 @@ def test_rtmp_push_counts_match_ffprobe(media_dir: Path) -> None:
     run_server(server, push)
     assert not server.errors and [s.key for s in server.finished] == ["live/test"]
     got = server.finished[0].summary()
+    relayed = {k: got.pop(k) for k in RELAY_KEYS}
+    assert relayed == {"players": 0, "relayed_messages": 0, "relayed_bytes": 0,
+                       "payload_copies": 0, "skipped": 0}     # nobody played it
     assert {k: v for k, v in got.items() if k != "bytes"} == expected_flv(copy)
     assert got["video_frames"] == 75 and got["audio_frames"] > 100
-    assert server.finished[0].ring.written == got["video_frames"] + got["audio_frames"]
+    # the ring saw every frame and the end-of-sequence message (relayed to players too)
+    counts = server.finished[0].counts
+    assert isinstance(counts, flv.MediaCounts) and counts.end_of_sequence == 1
+    assert server.finished[0].ring.written == got["video_frames"] + got["audio_frames"] + 1
     assert server.allocator.stats().in_use == 0  # idle again: every frame was recycled
-    assert json.loads(server.out.getvalue()) == {"streams": {"live/test": got}}  # type: ignore[attr-defined]
+    assert json.loads(server.out.getvalue()) == {"streams": {"live/test": {**got, **relayed}}}  # type: ignore[attr-defined]
 
 
 def test_av1_push_counts_match_ffprobe(media_dir: Path) -> None:
@@ -180,6 +189,7 @@ def test_serve_rtmp_cli_once_json(flv_file: Path) -> None:
         "-i", str(flv_file), "-c", "copy", "-f", "flv", f"rtmp://127.0.0.1:{port}/live/cli"))
     assert rc == 0
     counts = json.loads(out)["streams"]["live/cli"]
+    assert {k: counts.pop(k) for k in RELAY_KEYS}["players"] == 0
     assert counts == {**expected_flv(flv_file), "bytes": counts["bytes"]}
 
 
@@ -272,8 +282,8 @@ def test_rtmp_truncated_and_bitflipped_captures(flv_file: Path) -> None:
     check_malformed(server, good, sure + flipped, must_fail=len(sure))
     errors = "\n".join(server.errors)
     assert "C0 version 7" in errors and "starts with a fmt 2 header" in errors
-    assert server.finished[-1].summary() == {**expected_flv(flv_file),
-                                             "bytes": server.finished[-1].counts.bytes}
+    assert server.finished[-1].counts.summary() == {**expected_flv(flv_file),
+                                                    "bytes": server.finished[-1].counts.bytes}
 
 
 def test_av1_truncated_and_bitflipped_streams(obu_file: Path) -> None:

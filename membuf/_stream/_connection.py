@@ -100,6 +100,13 @@ class Connection:
         await self.aclose()
 
     @property
+    def zero_copy_send(self) -> bool:
+        """True when :meth:`send` hands a Memory's segments to the kernel as they are
+        (``sendmsg`` on a trio socket): payload bytes are never copied on the way.
+        False where the path copies (TLS encrypts every byte; other streams may join)."""
+        return self._sender.gathers
+
+    @property
     def closed(self) -> bool:
         return self._closed
 

@@ -69,6 +69,8 @@ class Sender:
     """One library's way of sending segments (subclassed per adapter)."""
 
     lib = "trio"
+    #: True when ``send`` hands the segments to the kernel as they are (no payload copy)
+    gathers = False
 
     async def send(self, segments: list[memoryview]) -> None:
         raise NotImplementedError

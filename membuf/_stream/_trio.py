@@ -189,6 +189,7 @@ class TrioSender(Sender):
     def __init__(self, stream: trio.abc.SendStream) -> None:
         self.stream = stream
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self.gathers = self._socket is not None and _HAS_SENDMSG
 
     async def send(self, segments: list[memoryview]) -> None:
         sock = self._socket

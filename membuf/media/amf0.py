@@ -2,8 +2,8 @@
 
 Strategy. RTMP command messages are short (tens to hundreds of bytes) and
 rare next to media, so clarity beats speed here: :func:`decode` reads one
-value from a :class:`~membuf.Reader` and :func:`encode` appends values to a
-``bytearray``. Decoding is atomic in the Reader sense only at the level of a
+value from a :class:`~membuf.Reader` and :func:`write_value` appends one to a
+:class:`~membuf.Writer` (:func:`encode` is the bytes form). Decoding is atomic in the Reader sense only at the level of a
 whole message: callers decode from a message that is already complete, so a
 ``NeedMore`` inside means the message itself is truncated and is reported as
 :class:`~membuf.MalformedError`.
@@ -25,8 +25,9 @@ from typing import Any
 
 from ..errors import MalformedError, NeedMore
 from ..reader import Reader
+from ..writer import PyWriter, Writer
 
-__all__ = ["UNDEFINED", "Date", "EcmaArray", "decode", "decode_all", "encode", "encode_value"]
+__all__ = ["UNDEFINED", "Date", "EcmaArray", "decode", "decode_all", "encode", "write_value"]
 
 NUMBER, BOOLEAN, STRING, OBJECT, MOVIECLIP, NULL, UNDEFINED_MARKER, REFERENCE = range(8)
 ECMA_ARRAY, OBJECT_END, STRICT_ARRAY, DATE, LONG_STRING, UNSUPPORTED = range(8, 14)
@@ -148,60 +149,61 @@ def encode(*values: Any) -> bytes:
     >>> encode("connect", 1.0, None)
     b'\\x02\\x00\\x07connect\\x00?\\xf0\\x00\\x00\\x00\\x00\\x00\\x00\\x05'
     """
-    out = bytearray()
+    w = Writer()
     for v in values:
-        encode_value(out, v)
-    return bytes(out)
+        write_value(w, v)
+    return w.take().to_bytes()
 
 
-def encode_value(out: bytearray, v: Any) -> None:
-    """Append the AMF0 encoding of ``v`` to ``out``.
+def write_value(w: PyWriter, v: Any) -> None:
+    """Append the AMF0 encoding of ``v`` to ``w``.
 
     Raises:
-        TypeError: ``v`` has no AMF0 form.
+        TypeError: ``v`` has no AMF0 form (what was written before ``v`` stays).
     """
     if v is None:
-        out.append(NULL)
+        w.write_byte(NULL)
     elif v is UNDEFINED:
-        out.append(UNDEFINED_MARKER)
+        w.write_byte(UNDEFINED_MARKER)
     elif isinstance(v, bool):
-        out += bytes((BOOLEAN, 1 if v else 0))
+        w.write_byte(BOOLEAN)
+        w.write_byte(1 if v else 0)
     elif isinstance(v, (int, float)):
-        out.append(NUMBER)
-        out += _DOUBLE.pack(float(v))
+        w.write_byte(NUMBER)
+        w.write(_DOUBLE.pack(float(v)))
     elif isinstance(v, str):
         raw = v.encode("utf-8")
         if len(raw) <= 0xFFFF:
-            out.append(STRING)
-            out += len(raw).to_bytes(2, "big")
+            w.write_byte(STRING)
+            w.write_be(2, len(raw))
         else:
-            out.append(LONG_STRING)
-            out += len(raw).to_bytes(4, "big")
-        out += raw
+            w.write_byte(LONG_STRING)
+            w.write_be(4, len(raw))
+        w.write(raw)
     elif isinstance(v, Date):
-        out.append(DATE)
-        out += _DOUBLE.pack(v.millis)
-        out += (v.timezone & 0xFFFF).to_bytes(2, "big")
+        w.write_byte(DATE)
+        w.write(_DOUBLE.pack(v.millis))
+        w.write_be(2, v.timezone & 0xFFFF)
     elif isinstance(v, dict):
         if isinstance(v, EcmaArray):
-            out.append(ECMA_ARRAY)
-            out += len(v).to_bytes(4, "big")
+            w.write_byte(ECMA_ARRAY)
+            w.write_be(4, len(v))
         else:
-            out.append(OBJECT)
-        _write_properties(out, v.items())
+            w.write_byte(OBJECT)
+        _write_properties(w, v.items())
     elif isinstance(v, (list, tuple)):
-        out.append(STRICT_ARRAY)
-        out += len(v).to_bytes(4, "big")
+        w.write_byte(STRICT_ARRAY)
+        w.write_be(4, len(v))
         for item in v:
-            encode_value(out, item)
+            write_value(w, item)
     else:
         raise TypeError(f"cannot encode {type(v).__name__} as AMF0")
 
 
-def _write_properties(out: bytearray, items: Iterable[tuple[Any, Any]]) -> None:
+def _write_properties(w: PyWriter, items: Iterable[tuple[Any, Any]]) -> None:
     for key, value in items:
         raw = str(key).encode("utf-8")
-        out += len(raw).to_bytes(2, "big")
-        out += raw
-        encode_value(out, value)
-    out += b"\x00\x00\x09"
+        w.write_be(2, len(raw))
+        w.write(raw)
+        write_value(w, value)
+    w.write(b"\x00\x00\x09")

@@ -92,6 +92,8 @@ class Limits:
     idle_timeout: float = 30.0
     #: bytes of frames a stream retains (its ring); ``--ring`` bounds the count
     ring_bytes: int = 8 * _MIB
+    #: RTMP: payload bytes one player may hold queued; past it, it skips to the next keyframe
+    player_budget: int = 4 * _MIB
     #: RTMP: the largest message accepted
     max_message: int = 4 * _MIB
     #: RTMP: bytes one connection may hold in messages received in part

@@ -7,9 +7,10 @@ slots of 16 MiB messages are 1 GiB), so the ring has both: at most ``size``
 frames and at most ``max_bytes`` bytes. :meth:`push` recycles the oldest
 frames until the new one fits; a frame larger than ``max_bytes`` on its own
 is not retained at all (recycled at once and counted in ``dropped``).
-Readers of the ring (a player, a recorder) would take a frame before it is
-dropped; an ingest-only server just keeps the newest frames, which bounds
-memory and keeps the last GOP handy.
+The ring doubles as the GOP cache of a relay: ``push(frame, key=True)``
+marks a keyframe, and :meth:`since_key` returns the frames from the newest
+keyframe on, which is what a joining player needs first (``None`` once that
+keyframe was dropped: the player then waits for the next one).
 
 A frame is anything with ``recycle()`` and ``len()`` (a
 :class:`~membuf.RecyclableMemory`). The ring never copies.
@@ -64,7 +65,8 @@ class FrameRing:
     recycled 2
     """
 
-    __slots__ = ("size", "max_bytes", "_frames", "bytes", "written", "recycled", "dropped")
+    __slots__ = ("size", "max_bytes", "_frames", "bytes", "written", "recycled", "dropped",
+                 "_key_at", "_kept")
 
     def __init__(self, size: int = 64, max_bytes: int | None = None) -> None:
         self.size = check_size("FrameRing", "size", size, minimum=1)
@@ -77,12 +79,15 @@ class FrameRing:
         self.written = 0
         self.recycled = 0
         self.dropped = 0
+        self._kept = 0         # frames ever appended (``written`` minus ``dropped``)
+        self._key_at = -1      # ``_kept`` count of the newest keyframe (-1: none yet)
 
-    def push(self, frame: Recyclable) -> None:
+    def push(self, frame: Recyclable, key: bool = False) -> None:
         """Keep ``frame`` as the newest, recycling the oldest frames until both bounds hold.
 
         A frame larger than ``max_bytes`` is recycled at once (``dropped``);
-        the frames already held stay.
+        the frames already held stay. ``key``: the frame is a keyframe (see
+        :meth:`since_key`).
         """
         n = len(frame)
         self.written += 1
@@ -90,7 +95,11 @@ class FrameRing:
         if cap is not None and n > cap:
             frame.recycle()
             self.dropped += 1
+            self._key_at = -1   # the current GOP has a hole: not servable from the ring
             return
+        self._kept += 1
+        if key:
+            self._key_at = self._kept
         frames = self._frames
         while frames and (len(frames) >= self.size or (cap is not None and self.bytes + n > cap)):
             old, size = frames.popleft()
@@ -103,6 +112,14 @@ class FrameRing:
     def __len__(self) -> int:
         return len(self._frames)
 
+    def since_key(self) -> list[Recyclable] | None:
+        """The frames from the newest keyframe on, oldest first; ``None`` if the ring no
+        longer holds that keyframe (or never saw one)."""
+        first = self._kept - len(self._frames) + 1       # ``_kept`` count of the oldest
+        if self._key_at < first:
+            return None
+        return [f for f, _ in list(self._frames)[self._key_at - first:]]
+
     def __iter__(self) -> Iterator[Recyclable]:
         """Frames from oldest to newest."""
         return (f for f, _ in list(self._frames))
@@ -114,3 +131,4 @@ class FrameRing:
             frame, _ = frames.popleft()
             frame.recycle()
         self.bytes = 0
+        self._key_at = -1

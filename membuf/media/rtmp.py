@@ -31,20 +31,25 @@ Layers, bottom up:
   bytes, so a flood of 1-byte headers of empty messages is refused); and
   ``pause_every`` makes :meth:`ChunkReader.read_message` stop between chunks
   (:class:`Paused`) so that a server can let other connections run.
-* Session: :class:`ServerSession` speaks the publish flow ffmpeg, OBS and
-  librtmp use: ``connect`` -> Window Ack Size, Set Peer Bandwidth, Set Chunk
+* Session: :class:`ServerSession` speaks the publish and play flows ffmpeg,
+  OBS and librtmp use. Publish: ``connect`` -> Window Ack Size, Set Peer Bandwidth, Set Chunk
   Size, ``_result``; ``releaseStream`` / ``FCPublish`` -> ``_result``;
   ``createStream`` -> ``_result`` with stream id 1; ``publish`` -> Stream
   Begin + ``onStatus NetStream.Publish.Start``; ``FCUnpublish`` /
-  ``deleteStream`` / ``closeStream`` end the stream. It sends
-  Acknowledgements when the peer set a window. Audio, video and data
-  messages come out as :class:`Media` events that own their message.
+  ``deleteStream`` / ``closeStream`` end the stream. Play: ``connect``,
+  ``createStream``, ``getStreamLength`` -> ``_result``; ``play`` -> Stream
+  Begin, ``onStatus NetStream.Play.Reset`` and ``.Start``,
+  ``|RtmpSampleAccess``, and a :class:`Play` event (the caller sends the
+  media); :meth:`ServerSession.end_play` says Stream EOF and
+  ``NetStream.Play.UnpublishNotify``. It sends Acknowledgements when the peer set a window.
+  Audio, video and data messages come out as :class:`Media` events that own
+  their message.
 
 Invariants: a chunk stream's state changes only after its whole header was
 read; a message is handed out exactly once and then belongs to the caller
 (who must ``recycle`` it); control messages are recycled here.
 
-Not handled: playing (``play`` is answered with an error status), AMF3
+Not handled: seeking and pausing a play (live streams only), AMF3
 object encoding (AMF3 *commands* with AMF0 bodies are accepted), aggregate
 messages (type 22, counted and dropped), shared objects.
 """
@@ -58,8 +63,9 @@ from typing import Any
 
 from ..allocator import Allocator
 from ..errors import FreeError, MalformedError, NeedMore
-from ..memory import Memory, RecyclableMemory
+from ..memory import Memory, RecyclableMemory, as_view
 from ..reader import Reader
+from ..writer import PyWriter, Writer
 from . import amf0
 from .limits import LimitError, check_reader, check_size
 
@@ -72,7 +78,10 @@ __all__ = [
     "Publish",
     "Media",
     "Unpublish",
+    "Play",
+    "Stop",
     "encode_chunks",
+    "write_message",
 ]
 
 SET_CHUNK_SIZE, ABORT, ACK, USER_CONTROL, WINDOW_ACK_SIZE, SET_PEER_BANDWIDTH = 1, 2, 3, 4, 5, 6
@@ -387,41 +396,71 @@ class ChunkReader:
         return sum(cs.filled for cs in self._streams.values() if cs.body is not None)
 
 
-def encode_chunks(mtype: int, payload: bytes | Memory, *, csid: int = 2, stream_id: int = 0,
-                  timestamp: int = 0, chunk_size: int = 128) -> Memory:
-    """Split one message into chunks: a fmt-0 header, then fmt-3 headers between pieces.
+def _check_header(what: str, mtype: int, csid: int, stream_id: int, timestamp: int,
+                  chunk_size: int) -> None:
+    check_size(what, "chunk_size", chunk_size, minimum=1)
+    for name, value, top in (("mtype", mtype, 0xFF), ("timestamp", timestamp, 0xFFFFFFFF),
+                             ("stream_id", stream_id, 0xFFFFFFFF), ("csid", csid, 63)):
+        check_size(what, name, value)
+        if value > top:
+            raise ValueError(f"{what} {name} must be at most {top}, got {value}")
+    if not 2 <= csid <= 63:
+        raise ValueError(f"csid {csid} needs a 1-byte basic header (2..63)")
 
-    Zero-copy: the payload pieces are views of ``payload`` (``Reader.range``),
-    interleaved with the small headers, ready for one gather write.
+
+def write_message(w: PyWriter, mtype: int, payload: Any, *, csid: int = 2, stream_id: int = 0,
+                  timestamp: int = 0, chunk_size: int = 128) -> None:
+    """Append one message to ``w`` as chunks: a fmt-0 header, fmt-3 headers between pieces.
+
+    The headers are written into the Writer; the payload (bytes-like or a
+    Memory) is appended by reference (``write_ref``), cut at chunk
+    boundaries: its bytes are never copied, so one payload can go out to
+    many peers from the same memory.
 
     Raises:
         TypeError: an argument that is not an int (or a payload that is not bytes-like).
         ValueError: an argument out of range (a message type is one byte, a timestamp
-            and a stream id four).
+            and a stream id four, a csid 2..63).
     """
-    check_size("encode_chunks", "chunk_size", chunk_size, minimum=1)
-    for name, value, top in (("mtype", mtype, 0xFF), ("timestamp", timestamp, 0xFFFFFFFF),
-                             ("stream_id", stream_id, 0xFFFFFFFF), ("csid", csid, 63)):
-        check_size("encode_chunks", name, value)
-        if value > top:
-            raise ValueError(f"encode_chunks {name} must be at most {top}, got {value}")
-    if not 2 <= csid <= 63:
-        raise ValueError(f"csid {csid} needs a 1-byte basic header (2..63)")
-    body = payload if isinstance(payload, Memory) else Memory(payload)
+    _check_header("write_message", mtype, csid, stream_id, timestamp, chunk_size)
+    segments = list(payload) if isinstance(payload, Memory) else [as_view(payload)]
+    n = sum(len(s) for s in segments)
     ts = min(timestamp, 0xFFFFFF)
-    out = Memory(bytes((csid,)) + ts.to_bytes(3, "big") + len(body).to_bytes(3, "big")
-                 + bytes((mtype,)) + stream_id.to_bytes(4, "little")
-                 + (timestamp.to_bytes(4, "big") if ts == 0xFFFFFF else b""))
-    cont = bytes((0xC0 | csid,)) + (timestamp.to_bytes(4, "big") if ts == 0xFFFFFF else b"")
-    r = body.reader()
-    first = True
-    while first or len(r):
-        if not first:
-            out.push(cont)
-        first = False
-        for piece in r.range(min(chunk_size, len(r))):
-            out.push(piece)
-    return out
+    w.write_byte(csid)
+    w.write_be(3, ts)
+    w.write_be(3, n)
+    w.write_byte(mtype)
+    w.write_le(4, stream_id)
+    if ts == 0xFFFFFF:
+        w.write_be(4, timestamp)
+    room = chunk_size             # payload bytes left in the current chunk
+    for seg in segments:
+        i, left = 0, len(seg)
+        while left:
+            if not room:
+                w.write_byte(0xC0 | csid)
+                if ts == 0xFFFFFF:  # repeated on fmt-3 chunks, as ffmpeg and Flash expect
+                    w.write_be(4, timestamp)
+                room = chunk_size
+            k = min(room, left)
+            w.write_ref(seg[i:i + k] if k < len(seg) else seg)
+            i += k
+            left -= k
+            room -= k
+
+
+def encode_chunks(mtype: int, payload: bytes | Memory, *, csid: int = 2, stream_id: int = 0,
+                  timestamp: int = 0, chunk_size: int = 128) -> Memory:
+    """One message as chunks (:func:`write_message` into a new Writer), ready for one
+    gather write: small headers interleaved with views of ``payload``.
+
+    Raises:
+        TypeError, ValueError: as :func:`write_message`.
+    """
+    w = Writer()
+    write_message(w, mtype, payload, csid=csid, stream_id=stream_id, timestamp=timestamp,
+                  chunk_size=chunk_size)
+    return w.take()
 
 
 # --- the server session ----------------------------------------------------------------
@@ -451,17 +490,33 @@ class Unpublish:
 
 
 @dataclass
+class Play:
+    """A client asked to play ``app/name``; the session has queued the play replies."""
+
+    app: str
+    name: str
+
+
+@dataclass
+class Stop:
+    """A playing client stopped (deleteStream or closeStream)."""
+
+    app: str
+    name: str
+
+
+@dataclass
 class Pause:
     """Not an event of the stream: the session read ``pause_every`` chunks and stopped so
     that the caller can let other tasks run. Call :meth:`ServerSession.next_event` again."""
 
 
 PAUSE = Pause()
-Event = Publish | Media | Unpublish | Pause
+Event = Publish | Media | Unpublish | Play | Stop | Pause
 
 
 class ServerSession:
-    """The server side of an RTMP connection that publishes (sans-IO).
+    """The server side of an RTMP connection that publishes or plays (sans-IO).
 
     Args:
         allocator: where message bodies are malloc'd.
@@ -471,10 +526,13 @@ class ServerSession:
             the :class:`ChunkReader`'s bounds (a server passes its limits).
 
     Feed it a Reader over the received bytes: :meth:`next_event` returns the
-    next :class:`Publish`, :class:`Media` or :class:`Unpublish` (commands and
-    control messages are answered internally), or raises ``NeedMore``; with
-    ``pause_every`` it also returns :data:`PAUSE` every so many chunks. After
-    each call, send what :meth:`data_to_send` returns.
+    next :class:`Publish`, :class:`Media`, :class:`Unpublish`, :class:`Play` or
+    :class:`Stop` (commands and control messages are answered internally), or
+    raises ``NeedMore``; with ``pause_every`` it also returns :data:`PAUSE`
+    every so many chunks. After each call, send what :meth:`data_to_send`
+    returns. A playing session's media is not sent from here: the caller
+    writes it (:func:`write_message`, stream id :attr:`play_stream_id`) after
+    the play replies, and calls :meth:`end_play` when the stream ends.
     """
 
     def __init__(self, allocator: Allocator, chunk_size: int = 4096,
@@ -492,6 +550,8 @@ class ServerSession:
         self.app = ""
         self.name = ""
         self.publishing = False
+        self.playing = False
+        self.play_stream_id = 1
         self.peer_window = 0
         self._acked = 0
         self._out: list[Any] = []
@@ -603,6 +663,12 @@ class ServerSession:
         elif name in ("releaseStream", "FCPublish"):
             self._command("_result", tid, None, amf0.UNDEFINED)
         elif name == "publish":
+            if self.playing:
+                self._command("onStatus", 0.0, None,
+                              {"level": "error", "code": "NetStream.Publish.BadName",
+                               "description": "this connection plays a stream"},
+                              stream_id=stream_id or 1)
+                return None
             self.name = str(rest[0]) if rest else ""
             self._send(USER_CONTROL, b"\x00\x00" + (stream_id or 1).to_bytes(4, "big"))
             self._command("onStatus", 0.0, None,
@@ -615,15 +681,53 @@ class ServerSession:
             if self.publishing:
                 self.publishing = False
                 return Unpublish(self.app, self.name)
+            if self.playing and name != "FCUnpublish":
+                self.playing = False
+                return Stop(self.app, self.name)
         elif name == "play":
-            self._command("onStatus", 0.0, None,
-                          {"level": "error", "code": "NetStream.Play.Failed",
-                           "description": "this server only ingests"}, stream_id=stream_id or 1)
+            if self.publishing or self.playing:
+                self._command("onStatus", 0.0, None,
+                              {"level": "error", "code": "NetStream.Play.Failed",
+                               "description": "this connection already publishes or plays"},
+                              stream_id=stream_id or 1)
+                return None
+            self.name = str(rest[0]) if rest else ""
+            self.play_stream_id = sid = stream_id or 1
+            self._send(USER_CONTROL, b"\x00\x00" + sid.to_bytes(4, "big"))  # Stream Begin
+            for code, what in (("NetStream.Play.Reset", "Playing and resetting"),
+                               ("NetStream.Play.Start", "Started playing")):
+                self._command("onStatus", 0.0, None,
+                              {"level": "status", "code": code,
+                               "description": f"{what} {self.name}.", "details": self.name},
+                              stream_id=sid)
+            self._send(DATA_AMF0, amf0.encode("|RtmpSampleAccess", True, True), csid=5,
+                       stream_id=sid)
+            self.playing = True
+            return Play(self.app, self.name)
+        elif name == "getStreamLength":
+            self._command("_result", tid, None, 0.0)   # live: no length
+        elif name in ("FCSubscribe", "_checkbw"):
+            self._command("_result", tid, None, amf0.UNDEFINED)
         elif tid:
             self._command("_error", tid, None,
                           {"level": "error", "code": "NetConnection.Call.Failed",
                            "description": f"unknown command {name}"})
         return None
+
+    def end_play(self, description: str = "the stream was unpublished") -> None:
+        """Queue the end of playing: User Control Stream EOF, then ``onStatus
+        NetStream.Play.UnpublishNotify`` (a player such as ffmpeg then ends cleanly)."""
+        if not self.playing:
+            return
+        sid = self.play_stream_id
+        self._send(USER_CONTROL, b"\x00\x01" + sid.to_bytes(4, "big"))  # Stream EOF
+        # last: ffmpeg stops reading at this status, and unread bytes would make its
+        # close a reset
+        self._command("onStatus", 0.0, None,
+                      {"level": "status", "code": "NetStream.Play.UnpublishNotify",
+                       "description": f"{self.name}: {description}.", "details": self.name},
+                      stream_id=sid)
+        self.playing = False
 
     def close(self) -> None:
         """Recycle partial messages (call when the connection ends)."""

@@ -62,8 +62,10 @@ from ..errors import IncompleteReadError, MalformedError, MemoryLimitError, Need
 from ..memory import Memory, RecyclableMemory
 from ..reader import Reader
 from ..stream import Connection, serve_tcp
+from ..writer import Writer
 from . import av1, flv, rtmp
 from .limits import LimitError, Limits, format_size, parse_size
+from .relay import Packet, Player, Relay, RelayCounts, control_packet, make_packet
 from .ring import FrameRing
 
 __all__ = ["IngestServer", "RtmpServer", "Av1Server", "ListenError", "StreamState",
@@ -90,7 +92,9 @@ class StreamState:
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     error: str | None = None
-    configs: dict[int, RecyclableMemory] = field(default_factory=dict)
+    configs: dict[int, Any] = field(default_factory=dict)   # type -> latest config (recyclable)
+    relay: RelayCounts | None = None    # RTMP: what its players were sent
+    hub: Relay | None = None            # RTMP: its players (None once unpublished)
     _last: tuple[float, int] | None = None
 
     @property
@@ -107,6 +111,8 @@ class StreamState:
 
     def summary(self) -> dict[str, Any]:
         out = self.counts.summary()
+        if self.relay is not None:
+            out.update(self.relay.summary())
         if self.error:
             out["error"] = self.error
         return out
@@ -114,8 +120,8 @@ class StreamState:
     def release(self) -> None:
         """Recycle every retained frame and configuration."""
         self.ring.clear()
-        for body in self.configs.values():
-            body.recycle()
+        for config in self.configs.values():
+            config.recycle()
         self.configs.clear()
 
 
@@ -128,7 +134,8 @@ class _Watchdog:
     sending is never cancelled and one that stalls is, at a receive or a send.
     """
 
-    __slots__ = ("scope", "idle", "handshake", "_handshake_deadline", "_last", "started")
+    __slots__ = ("scope", "idle", "handshake", "_handshake_deadline", "_last", "started",
+                 "waiting")
 
     def __init__(self, limits: Limits) -> None:
         now = trio.current_time()
@@ -137,14 +144,20 @@ class _Watchdog:
         self._handshake_deadline = now + self.handshake
         self._last = now
         self.started = False
+        #: while this says True (a player waiting for its publisher) no timeout applies
+        self.waiting: Callable[[], bool] = _never
         self.scope = trio.CancelScope(deadline=min(self._handshake_deadline, now + self.idle))
 
     def activity(self) -> None:
+        """Bytes arrived or went out: push the idle deadline forward."""
         now = self._last = trio.current_time()
+        if self.waiting():
+            self.scope.deadline = math.inf
+            return
         self.scope.deadline = min(self._handshake_deadline, now + self.idle)
 
     def start(self) -> None:
-        """The peer is publishing: from now on only the idle timeout applies."""
+        """The peer publishes or plays: from now on only the idle timeout applies."""
         self.started = True
         self._handshake_deadline = math.inf
         self.activity()
@@ -153,7 +166,12 @@ class _Watchdog:
         if not self.started and self._handshake_deadline <= self._last + self.idle:
             return (f"handshake timeout: not publishing {self.handshake:g} s after connecting"
                     " (--handshake-timeout)")
-        return f"idle timeout: nothing received for {self.idle:g} s (--idle-timeout)"
+        return (f"idle timeout: nothing received or sent for {self.idle:g} s"
+                " (--idle-timeout)")
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass
@@ -333,10 +351,16 @@ class IngestServer:
         """Recycle the stream's frames, print its summary, count it as finished."""
         if state.ended is not None:
             return
+        self._end(state, error)
+        self._report(state)
+
+    def _end(self, state: StreamState, error: str | None) -> None:
         state.ended = time.monotonic()
         state.error = error
         state.release()
         self.active.pop(state.key, None)
+
+    def _report(self, state: StreamState) -> None:
         self.finished.append(state)
         self.streams += 1
         if self.json_out:
@@ -427,44 +451,46 @@ class _SplitCodec:
 
 
 class RtmpServer(IngestServer):
-    """RTMP ingest: ``ffmpeg -i in.flv -c copy -f flv rtmp://host:port/app/name``."""
+    """RTMP ingest and relay: publish with ``ffmpeg ... -f flv rtmp://host:port/app/name``,
+    play with ``ffmpeg -i rtmp://host:port/app/name``.
+
+    A published stream goes out to its players by reference (docs/media.md):
+    each message is chunked once into headers and views of its body, and
+    every player's queue retains that body until a gather send has handed
+    it to the kernel. Players that join get the metadata, the sequence
+    headers and the GOP since the last keyframe first; players that join
+    before the publisher wait for it; a player over ``--player-budget``
+    skips to the next keyframe; unpublishing ends the players.
+    """
 
     name = "serve-rtmp"
+    chunk_size = 4096   # the chunk size announced to every peer (and used for players)
+
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.relays: dict[str, Relay] = {}
+        self.players = 0                # players connected now
+        self._writer = Writer()         # chunk headers of relayed packets
 
     async def ingest(self, conn: Connection, peer: _Peer) -> None:
         lim = self.limits
         session = rtmp.ServerSession(
-            self.allocator, max_message=lim.max_message, max_partial=lim.max_partial,
-            min_chunk_bytes=lim.min_chunk_bytes, item_allowance=lim.item_allowance,
-            pause_every=lim.pause_every)
+            self.allocator, self.chunk_size, max_message=lim.max_message,
+            max_partial=lim.max_partial, min_chunk_bytes=lim.min_chunk_bytes,
+            item_allowance=lim.item_allowance, pause_every=lim.pause_every)
         codec = _SplitCodec(session.next_event, session.has_data_to_send, peer.watch,
                             lim.pause_every)
+        play: list[tuple[Relay, Player]] = []
+        failed: list[BaseException] = []
         try:
-            async for batch in conn.reader.frames(codec, batch=True):
-                for ev in batch:
-                    if type(ev) is rtmp.Media:
-                        msg = ev.message
-                        if peer.state is None:  # media before publish: not ours to keep
-                            msg.body.recycle()
-                        else:
-                            self._on_media(peer.state, msg)
-                    elif type(ev) is rtmp.Publish:
-                        if peer.state is not None:
-                            self.finish_stream(peer.state)
-                        self._begin(peer, _stream_key(ev.app, ev.name), flv.MediaCounts())
-                    elif type(ev) is rtmp.Unpublish and peer.state is not None:
-                        self.finish_stream(peer.state)
-                        peer.state = None
-                out = session.data_to_send()
-                if out:
-                    await conn.send(Memory(*out))
-                if batch[-1] is _YIELD:  # the parser paused: let the other connections run
-                    await trio.lowlevel.checkpoint()
-                if not session.publishing:
-                    _quickack(conn)
-                del batch  # not held across the next receive (its events are handled)
-            if session.chunks.pending():
-                raise IncompleteReadError("", partial=0)  # worded below
+            async with trio.open_nursery() as nursery:
+                try:
+                    await self._serve(conn, peer, session, codec, nursery, play)
+                except Exception as e:  # raised below, outside the nursery: no exception group
+                    failed.append(e)
+                nursery.cancel_scope.cancel()   # the peer is gone: stop sending to it
+            if failed:
+                raise failed[0]
         except IncompleteReadError as e:
             partial, where = e.partial, "an RTMP chunk header"
             if session.state != "open":
@@ -475,24 +501,173 @@ class RtmpServer(IngestServer):
                 f"the stream ended inside {where} ({partial} bytes of it arrived)",
                 partial) from None
         finally:
+            failed.clear()
             session.close()
+            for hub, player in play:
+                self.players -= 1
+                hub.leave(player)
+                self._forget(hub)
+
+    async def _serve(self, conn: Connection, peer: _Peer, session: rtmp.ServerSession,
+                     codec: _SplitCodec, nursery: trio.Nursery,
+                     play: list[tuple[Relay, Player]]) -> None:
+        """The connection's read loop: events in, replies out (through the player's queue
+        once it plays, so that every byte to a player goes out in order)."""
+        async for batch in conn.reader.frames(codec, batch=True):
+            stop = False
+            for ev in batch:
+                if type(ev) is rtmp.Media:
+                    msg = ev.message
+                    if peer.state is None:  # media before publish: not ours to keep
+                        msg.body.recycle()
+                    else:
+                        self._on_media(peer.state, msg)
+                elif type(ev) is rtmp.Publish:
+                    if peer.state is not None:
+                        self.finish_stream(peer.state)
+                    self._publish(peer, _stream_key(ev.app, ev.name))
+                elif type(ev) is rtmp.Unpublish and peer.state is not None:
+                    self.finish_stream(peer.state)
+                    peer.state = None
+                elif type(ev) is rtmp.Play:
+                    play.append(self._join(conn, peer, session, nursery,
+                                           _stream_key(ev.app, ev.name)))
+                elif type(ev) is rtmp.Stop:
+                    stop = True   # the player stopped: close (ffmpeg closes too)
+            out = session.data_to_send()
+            if out:
+                if play:
+                    play[0][1].offer(control_packet(out))
+                else:
+                    await conn.send(Memory(*out))
+            if batch[-1] is _YIELD:  # the parser paused: let the other connections run
+                await trio.lowlevel.checkpoint()
+            if not session.publishing:
+                _quickack(conn)
+            del batch  # not held across the next receive (its events are handled)
+            if stop:
+                return
+        if session.chunks.pending():
+            raise IncompleteReadError("", partial=0)  # worded by ingest
+
+    # -- publishing ------------------------------------------------------------
+
+    def _publish(self, peer: _Peer, key: str) -> None:
+        state = self._begin(peer, key, flv.MediaCounts())
+        if state.key != key:       # a second publisher of the name: ingested, not relayed
+            return
+        hub = self.relays.get(key)
+        if hub is None:
+            hub = self.relays[key] = Relay(key)
+        state.hub, state.relay = hub, RelayCounts()
+        configs = state.configs
+        ring = state.ring
+
+        def gop() -> list[Packet]:
+            return ring.since_key() or []  # type: ignore[return-value]
+
+        hub.publish(state.relay, lambda: [configs[t] for t in _CONFIG_ORDER if t in configs],
+                    gop)
+
+    def _packet(self, msg: rtmp.Message, payload: memoryview, *, key: bool = False,
+                config: bool = False) -> Packet:
+        csid = _PLAY_CSID.get(msg.type, 5)
+        return make_packet(self._writer, msg.type, msg.timestamp, payload, msg.body,
+                           csid=csid, stream_id=1, chunk_size=self.chunk_size, key=key,
+                           config=config)
 
     def _on_media(self, state: StreamState, msg: rtmp.Message) -> None:
         counts = state.counts
         assert isinstance(counts, flv.MediaCounts)
         view = msg.view()
+        keyframes = counts.keyframes
         kind = counts.add(msg.type, view[:5], msg.timestamp)
         if msg.type != rtmp.DATA_AMF0:
             counts.bytes += len(view)
-        if kind == flv.FRAME:
-            state.ring.push(msg.body)
-        elif kind == flv.CONFIG:  # keep the latest sequence header per track
+        hub = state.hub
+        if kind == flv.FRAME or kind == flv.END_OF_SEQUENCE:
+            key = counts.keyframes != keyframes
+            if hub is None:
+                state.ring.push(msg.body, key=key)
+                return
+            packet = self._packet(msg, view, key=key)
+            hub.fan_out(packet)        # players retain it first: the ring may drop it at once
+            state.ring.push(packet, key=key)
+        elif kind == flv.CONFIG or (kind == flv.METADATA and view[:16] == _SET_DATA_FRAME):
+            if kind == flv.METADATA:
+                view = view[16:]       # players get onMetaData itself, by reference
+            packet = self._packet(msg, view, config=True) if hub is not None else msg.body
+            if hub is not None:
+                hub.fan_out(packet)    # type: ignore[arg-type]
             old = state.configs.get(msg.type)
             if old is not None:
                 old.recycle()
-            state.configs[msg.type] = msg.body
+            state.configs[msg.type] = packet  # the latest per track
         else:
             msg.body.recycle()
+
+    def finish_stream(self, state: StreamState, error: str | None = None) -> None:
+        """End the stream now; its summary is printed once its players are sent everything."""
+        if state.ended is not None:
+            return
+        self._end(state, error)
+        hub, state.hub = state.hub, None
+        if hub is None:
+            self._report(state)
+            return
+        hub.unpublish(lambda: self._report(state))
+        self._forget(hub)
+
+    # -- playing ---------------------------------------------------------------
+
+    def _join(self, conn: Connection, peer: _Peer, session: rtmp.ServerSession,
+              nursery: trio.Nursery, key: str) -> tuple[Relay, Player]:
+        player = Player(self.limits.player_budget, copies=not conn.zero_copy_send)
+        player.offer(control_packet(session.data_to_send()))   # the play replies, first
+        hub = self.relays.get(key)
+        if hub is None:
+            hub = self.relays[key] = Relay(key)
+        hub.join(player)
+        self.players += 1
+        peer.watch.waiting = lambda: player.counts is None   # waiting for its publisher
+        peer.watch.start()
+        nursery.start_soon(self._play, conn, peer, session, player, nursery.cancel_scope)
+        return hub, player
+
+    async def _play(self, conn: Connection, peer: _Peer, session: rtmp.ServerSession,
+                    player: Player, scope: trio.CancelScope) -> None:
+        """Send the player its queue until the stream ends, then the end of the play."""
+        try:
+            await player.run(conn.send, peer.watch.activity)
+            session.end_play()
+            await conn.send(Memory(*session.data_to_send()))
+            await conn.send_eof()
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            log.debug("%s %s: player gone (%s)", self.name, peer.address, e)
+            scope.cancel()
+            return
+        # the player reads the end and closes; if it does not, stop waiting soon
+        await trio.sleep(_LINGER)
+        scope.cancel()
+
+    def _forget(self, hub: Relay) -> None:
+        if hub.idle() and self.relays.get(hub.key) is hub:
+            del self.relays[hub.key]
+
+    def describe(self, s: StreamState, final: bool = False) -> str:
+        line = super().describe(s, final)
+        if s.relay is not None and s.relay.players:
+            r = s.relay
+            line += (f"; relayed to {r.players} players: {r.messages} messages,"
+                     f" {r.bytes / 1e6:.2f} MB, {r.payload_copies} payload copies,"
+                     f" {r.skipped} skipped")
+        return line
+
+
+_SET_DATA_FRAME = b"\x02\x00\x0d@setDataFrame"   # AMF0 string "@setDataFrame" (16 bytes)
+_CONFIG_ORDER = (rtmp.DATA_AMF0, rtmp.VIDEO, rtmp.AUDIO)  # metadata, then sequence headers
+_PLAY_CSID = {rtmp.AUDIO: 4, rtmp.VIDEO: 6, rtmp.DATA_AMF0: 5}
+_LINGER = 5.0      # seconds a player has to close after the end of its stream
 
 
 class _TemporalUnit:

@@ -1,0 +1,309 @@
+"""Fan-out: one published stream to many players, every payload sent by reference.
+
+Strategy. A publisher's message arrives in its own
+:class:`~membuf.RecyclableMemory` (its body). The server turns it once into a
+:class:`Packet`: the message's RTMP chunks as :func:`~membuf.media.rtmp.write_message`
+wrote them, small headers interleaved with views of the body cut at the chunk
+size. Every player gets the same wire segments, so a payload is never copied,
+whatever the number of players: a player's queue holds one ``retain()`` of
+the body, recycled once the kernel has the bytes (one gather send per batch).
+The bytes are freed when the last holder (the stream's GOP ring, a player's
+queue, a send in progress) lets go: Netty's ``retainedSlice`` and Rust's
+``Bytes::clone``, with exact counts.
+
+A joining player gets, in this order: the play replies, the stream's metadata,
+its sequence headers, the frames since the last video keyframe (the GOP the
+ring holds), then live packets. A player that arrives before the publisher
+waits for it (nginx-rtmp does the same).
+
+Slow players (docs/media.md). A player holds at most ``budget`` bytes of
+payload references, queued or being sent. A packet that would pass it drops
+the player's queued media and the player skips to the next video keyframe:
+what a stalled player pins is bounded, and :meth:`Player.offer` never waits,
+so it never stalls the publisher or the other players. Control messages and
+sequence headers are never dropped (a decoder needs them).
+
+Invariants: a body is retained once per queue entry and recycled once when
+the entry is sent or dropped; ``Player.held`` is the payload bytes of the
+queue plus the batch being sent; a player's bytes go out in queue order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from ..memory import Memory, RecyclableMemory, from_views
+from ..writer import PyWriter
+from . import rtmp
+
+__all__ = ["Packet", "Player", "Relay", "RelayCounts", "make_packet"]
+
+BATCH = 256 << 10       # wire bytes per gather send (a few hundred segments at most)
+
+
+class Packet:
+    """One message as players receive it: its chunked wire form and the body it points into.
+
+    ``wire`` is a list of segments (headers and views of ``body``); ``size``
+    is the payload length (what a player's budget counts). ``body`` is
+    ``None`` for a packet that owns nothing (session replies).
+    """
+
+    __slots__ = ("type", "timestamp", "key", "config", "size", "wire", "wire_size", "body")
+
+    def __init__(self, mtype: int, timestamp: int, wire: list[memoryview], size: int,
+                 body: RecyclableMemory | None, *, key: bool = False,
+                 config: bool = False) -> None:
+        self.type = mtype
+        self.timestamp = timestamp
+        self.key = key              # a video keyframe: where a player may start
+        self.config = config        # a sequence header, metadata or a reply: never dropped
+        self.size = size
+        self.wire = wire
+        self.wire_size = sum(len(s) for s in wire)
+        self.body = body
+
+    def __len__(self) -> int:
+        return self.size
+
+    def retain(self) -> None:
+        if self.body is not None:
+            self.body.retain()
+
+    def recycle(self) -> None:
+        if self.body is not None:
+            self.body.recycle()
+
+    def __repr__(self) -> str:
+        kind = "key" if self.key else "config" if self.config else "media"
+        return f"<Packet type={self.type} ts={self.timestamp} {kind} {self.size} B>"
+
+
+def make_packet(w: PyWriter, mtype: int, timestamp: int, payload: memoryview,
+                body: RecyclableMemory | None, *, csid: int, stream_id: int, chunk_size: int,
+                key: bool = False, config: bool = False) -> Packet:
+    """Chunk ``payload`` (a view into ``body``) with ``w``: headers written, payload by reference.
+
+    The Packet takes over the caller's reference to ``body``.
+    """
+    rtmp.write_message(w, mtype, payload, csid=csid, stream_id=stream_id,
+                       timestamp=timestamp & 0xFFFFFFFF, chunk_size=chunk_size)
+    return Packet(mtype, timestamp, list(w.take()), len(payload), body, key=key, config=config)
+
+
+def control_packet(segments: Iterable[Any]) -> Packet:
+    """Session replies (handshake, status, acknowledgements) as a packet that owns nothing."""
+    wire = [memoryview(s).cast("B") for s in segments]
+    return Packet(0, 0, wire, 0, None, config=True)
+
+
+@dataclass
+class RelayCounts:
+    """What a stream's players were sent (the ``--json`` summary reports these)."""
+
+    players: int = 0            # players that joined while the stream was published
+    messages: int = 0           # messages sent to players (one per player per message)
+    bytes: int = 0              # payload bytes sent to players
+    payload_copies: int = 0     # messages whose payload was copied on the way (0: by reference)
+    skipped: int = 0            # messages slow players skipped (to the next keyframe)
+
+    def summary(self) -> dict[str, int]:
+        return {"players": self.players, "relayed_messages": self.messages,
+                "relayed_bytes": self.bytes, "payload_copies": self.payload_copies,
+                "skipped": self.skipped}
+
+
+class Player:
+    """One playing connection's queue of packets, and the task that sends it.
+
+    Args:
+        budget: the most payload bytes the player may hold references to.
+        copies: the connection's send path copies payloads (TLS): counted per message.
+    """
+
+    def __init__(self, budget: int, *, copies: bool = False) -> None:
+        self.budget = budget
+        self.copies = copies
+        self.queue: deque[Packet] = deque()
+        self.held = 0                 # payload bytes queued or being sent
+        self.waiting_key = True       # until a video keyframe starts the picture
+        self.counts: RelayCounts | None = None   # the stream it plays (None: waiting for one)
+        self.ending = False           # the stream ended: send what is queued, then the end
+        self.done = False
+        self._lot = trio.lowlevel.ParkingLot()
+
+    # -- the publisher's side (never waits) ---------------------------------
+
+    def offer(self, packet: Packet) -> None:
+        """Queue ``packet`` (retained) unless the player must skip it."""
+        if self.done or self.ending:
+            return
+        if not packet.config:
+            if self.waiting_key and not packet.key:
+                self._skipped(1)
+                return
+            if self.held + packet.size > self.budget:
+                self._skip_to_key()
+                if not packet.key or self.held + packet.size > self.budget:
+                    self._skipped(1)
+                    return
+            self.waiting_key = False
+        packet.retain()
+        self.queue.append(packet)
+        self.held += packet.size
+        self._lot.unpark_all()
+
+    def _skip_to_key(self) -> None:
+        """Over budget: drop the queued media (keep replies and sequence headers)."""
+        kept: deque[Packet] = deque()
+        dropped = 0
+        for p in self.queue:
+            if p.config:
+                kept.append(p)
+            else:
+                self.held -= p.size
+                p.recycle()
+                dropped += 1
+        self.queue = kept
+        self.waiting_key = True
+        self._skipped(dropped)
+
+    def _skipped(self, n: int) -> None:
+        if self.counts is not None:
+            self.counts.skipped += n
+
+    def end(self) -> None:
+        """The stream ended: the sender sends what is queued, then returns."""
+        self.ending = True
+        self._lot.unpark_all()
+
+    # -- the player's side ----------------------------------------------------
+
+    async def run(self, send: Callable[[Memory], Awaitable[None]],
+                  progress: Callable[[], None]) -> None:
+        """Send the queue in order, one gather send per batch, until :meth:`end` and empty.
+
+        ``progress`` is called after every send (the connection's idle watchdog).
+        """
+        queue = self.queue
+        try:
+            while True:
+                while not self.queue:
+                    if self.ending:
+                        return
+                    await self._lot.park()
+                queue = self.queue
+                batch: list[Packet] = []
+                segments: list[memoryview] = []
+                size = 0
+                while queue and size < BATCH:
+                    p = queue.popleft()
+                    batch.append(p)
+                    segments.extend(p.wire)
+                    size += p.wire_size
+                try:
+                    await send(from_views(segments, size))
+                finally:
+                    for p in batch:
+                        self.held -= p.size
+                        p.recycle()
+                counts = self.counts
+                if counts is not None:
+                    for p in batch:
+                        if p.body is not None:
+                            counts.messages += 1
+                            counts.bytes += p.size
+                            if self.copies:
+                                counts.payload_copies += 1
+                progress()
+        finally:
+            self.done = True
+
+    def drop(self) -> None:
+        """Recycle everything queued (the connection is gone)."""
+        self.done = True
+        while self.queue:
+            p = self.queue.popleft()
+            self.held -= p.size
+            p.recycle()
+
+
+class Relay:
+    """The players of one stream key, and what a joining player is sent first.
+
+    ``source`` is ``None`` while nobody publishes the key; players who join
+    then wait. :meth:`publish` attaches the waiting players to a new stream;
+    :meth:`unpublish` ends every attached player once its queue is sent.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.players: set[Player] = set()
+        self.counts: RelayCounts | None = None
+        self._gop: Callable[[], list[Packet]] = list
+        self._configs: Callable[[], list[Packet]] = list
+        self._drained: Callable[[], None] | None = None
+        self._fresh = False
+
+    @property
+    def publishing(self) -> bool:
+        return self.counts is not None
+
+    def publish(self, counts: RelayCounts, configs: Callable[[], list[Packet]],
+                gop: Callable[[], list[Packet]]) -> None:
+        """A stream starts: ``configs()`` and ``gop()`` say what a joining player gets first."""
+        self.counts, self._configs, self._gop = counts, configs, gop
+        self._fresh = True          # no media yet: a player attached now misses nothing
+        for p in self.players:
+            if not p.ending:
+                self._attach(p, counts)
+
+    def _attach(self, player: Player, counts: RelayCounts) -> None:
+        player.counts = counts
+        counts.players += 1
+        if self._fresh:
+            player.waiting_key = False   # it gets the stream from its first message
+        for packet in self._configs():
+            player.offer(packet)
+        for packet in self._gop():
+            player.offer(packet)
+
+    def join(self, player: Player) -> None:
+        self.players.add(player)
+        if self.counts is not None:
+            self._attach(player, self.counts)
+
+    def fan_out(self, packet: Packet) -> None:
+        """Queue ``packet`` to every player (each retains it; none waits)."""
+        if not packet.config:
+            self._fresh = False
+        for p in self.players:
+            p.offer(packet)
+
+    def unpublish(self, drained: Callable[[], None]) -> None:
+        """The stream ended: end its players; call ``drained()`` once the last one is done."""
+        self.counts = None
+        self._configs = self._gop = list
+        attached = [p for p in self.players if p.counts is not None]
+        for p in attached:
+            p.end()
+        if attached:
+            self._drained = drained
+        else:
+            drained()
+
+    def leave(self, player: Player) -> None:
+        """``player``'s connection is gone: drop its queue; maybe the stream's last one."""
+        player.drop()
+        self.players.discard(player)
+        if self._drained is not None and not any(p.ending for p in self.players):
+            drained, self._drained = self._drained, None
+            drained()
+
+    def idle(self) -> bool:
+        return not self.players and self.counts is None and self._drained is None
