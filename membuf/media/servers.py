@@ -596,13 +596,14 @@ class RtmpServer(IngestServer):
         elif kind == flv.CONFIG or (kind == flv.METADATA and view[:16] == _SET_DATA_FRAME):
             if kind == flv.METADATA:
                 view = view[16:]       # players get onMetaData itself, by reference
-            packet = self._packet(msg, view, config=True) if hub is not None else msg.body
+            config: Packet | RecyclableMemory = msg.body
             if hub is not None:
-                hub.fan_out(packet)    # type: ignore[arg-type]
+                config = self._packet(msg, view, config=True)
+                hub.fan_out(config)
             old = state.configs.get(msg.type)
             if old is not None:
                 old.recycle()
-            state.configs[msg.type] = packet  # the latest per track
+            state.configs[msg.type] = config  # the latest per track
         else:
             msg.body.recycle()
 
@@ -894,6 +895,9 @@ _COMMON_FLAGS = [
      "chunks or OBUs a connection may send before the average-size rule applies (default {d})"),
 ]
 _RTMP_FLAGS = [
+    ("--player-budget", "player_budget", _size, "SIZE",
+     "payload bytes one player may have queued; past it, it skips to the next keyframe"
+     " (default {d})"),
     ("--max-message", "max_message", _size, "SIZE", "largest RTMP message (default {d})"),
     ("--max-partial", "max_partial", _size, "SIZE",
      "bytes one connection may hold in messages received in part (default {d})"),

@@ -1,0 +1,333 @@
+"""serve-rtmp as a relay, end to end: real ffmpeg publishers and players on loopback.
+
+* three ffmpeg players join a live (``-re``) publish mid-stream and record it
+  with ``-c copy``: each recording starts on a keyframe, decodes without an
+  error, and holds exactly the source's packets from that keyframe on; the
+  server's ``--json`` line reports the players and zero payload copies;
+* a player that never reads costs at most its byte budget and stalls neither
+  the publisher nor a player that reads (paced on what the reader received,
+  so the test cannot pass if the publisher waited on the stalled player);
+* a player that arrives before the publisher waits for it, past the idle
+  timeout, and then gets every message from the first;
+* unpublishing ends every player: Stream EOF, ``NetStream.Play.UnpublishNotify``,
+  then end of stream from the server.
+
+Every server runs with ``--once``/in-process and ends with its allocator back
+to ``in_use == 0``. No timing assertions: waits are bounded and sequenced on
+what the peers report.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+from media_fixtures import (
+    AUDIO_IN,
+    H264_AAC,
+    VIDEO_IN,
+    avc_frame,
+    ffmpeg,
+    needs_ffmpeg,
+    rtmp_command,
+    rtmp_handshake,
+    rtmp_publish,
+    rtmp_video,
+)
+
+from membuf import Allocator, Memory
+from membuf.errors import NeedMore
+from membuf.media import amf0, rtmp
+from membuf.media.limits import Limits
+from membuf.media.servers import RtmpServer
+
+pytestmark = needs_ffmpeg
+
+TIMEOUT = 90
+MiB = 1 << 20
+
+
+def ffprobe_rows(path: Path) -> list[tuple[int, int, bool]]:
+    """(stream index, pts, keyframe) of every packet, in file order."""
+    res = subprocess.run(["ffprobe", "-v", "error", "-show_entries",
+                          "packet=stream_index,pts,flags", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, timeout=TIMEOUT, check=True)
+    rows = []
+    for line in res.stdout.split():
+        index, pts, flags = line.split(",")[:3]
+        rows.append((int(index), int(pts), flags.startswith("K")))
+    return rows
+
+
+def decode_errors(path: Path) -> str:
+    res = subprocess.run(["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-i", str(path),
+                          "-f", "null", "-"], capture_output=True, text=True, timeout=TIMEOUT)
+    return res.stderr.strip() if res.returncode == 0 else f"rc {res.returncode}: {res.stderr}"
+
+
+def video_index(rows: list[tuple[int, int, bool]], path: Path) -> int:
+    res = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v", "-show_entries",
+                          "stream=index", "-of", "csv=p=0", str(path)],
+                         capture_output=True, text=True, timeout=TIMEOUT, check=True)
+    return int(res.stdout.split()[0])
+
+
+def start_server(*flags: str) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, "-m", "membuf", "serve-rtmp", "--port", "0",
+                             "--once", "--json", "--quiet", *flags],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "listening on" in line, line + proc.stderr.read()
+    return proc, int(line.split("127.0.0.1:")[1].split("/")[0])
+
+
+def ffmpeg_proc(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+                             *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def test_players_join_mid_stream_and_record_exactly_the_source_from_a_keyframe(
+        tmp_path: Path) -> None:
+    src = tmp_path / "src.flv"    # 8 s, a keyframe every second
+    ffmpeg(*VIDEO_IN, *AUDIO_IN, "-t", "8", *H264_AAC, "-f", "flv", str(src))
+    server, port = start_server()
+    url = f"rtmp://127.0.0.1:{port}/live/relay"
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        publisher = ffmpeg_proc("-re", "-i", str(src), "-c", "copy", "-f", "flv", url)
+        procs.append(publisher)
+        recordings = []
+        for i in range(3):                            # join mid-stream, about a GOP apart
+            time.sleep(2.5 if i == 0 else 1.0)
+            rec = tmp_path / f"rec{i}.flv"
+            # -copyts: the recording keeps the stream's timestamps, so it can be lined
+            # up with the source
+            procs.append(ffmpeg_proc("-copyts", "-i", url, "-c", "copy", "-f", "flv", str(rec)))
+            recordings.append(rec)
+        for p in procs:
+            _, err = p.communicate(timeout=TIMEOUT)
+            assert p.returncode == 0, f"{p.args}: {err}"
+        out, err = server.communicate(timeout=TIMEOUT)
+    finally:
+        for p in [server, *procs]:
+            if p.poll() is None:
+                p.kill()
+    assert server.returncode == 0, err
+    summary = json.loads(out)["streams"]["live/relay"]
+    assert summary["players"] == 3 and summary["payload_copies"] == 0, summary
+    assert summary["skipped"] == 0 and summary["relayed_bytes"] > 0, summary
+    assert "allocator in use 0 B" in err, err
+
+    source = ffprobe_rows(src)
+    sv = video_index(source, src)
+    starts = []
+    for rec in recordings:
+        assert decode_errors(rec) == "", rec
+        got = ffprobe_rows(rec)
+        rv = video_index(got, rec)
+        first_video = next(row for row in got if row[0] == rv)
+        assert first_video[2], f"{rec.name} starts on a non-key frame {first_video}"
+        # the source from the recording's first packet on, in file order: a keyframe
+        # (or the very start, for a player that joined before the first frame)
+        same = {rv: sv, 1 - rv: 1 - sv}
+        first = got[0]
+        at = next(i for i, row in enumerate(source)
+                  if row[0] == same[first[0]] and row[1] == first[1])
+        assert at == 0 or (source[at][0] == sv and source[at][2]), (rec.name, source[at])
+        span = source[at:]
+        assert [(same[i], pts) for i, pts, _ in got] == [(i, pts) for i, pts, _ in span], rec.name
+        starts.append(first_video[1])
+        assert summary["relayed_messages"] >= len(got)
+    assert starts == sorted(starts) and starts[-1] > 0, starts   # joined mid-stream
+
+
+# -- in-process: a raw RTMP player -------------------------------------------------
+
+
+def play_commands(name: str, app: str = "live") -> bytes:
+    """connect, createStream, getStreamLength and play, as ffmpeg sends them."""
+    return (rtmp_command("connect", 1.0, {"app": app, "type": "nonprivate"})
+            + rtmp_command("createStream", 2.0, None)
+            + rtmp_command("getStreamLength", 3.0, None, name, csid=8, sid=1)
+            + rtmp_command("play", 4.0, None, name, -2000.0, csid=8, sid=1))
+
+
+class RawPlayer:
+    """A player that parses what the server sends with membuf's own ChunkReader."""
+
+    def __init__(self) -> None:
+        self.memory = Memory()
+        self.reader = self.memory.reader()
+        self.chunks = rtmp.ChunkReader(Allocator())
+        self.video: list[int] = []        # the tag number of every video message
+        self.statuses: list[str] = []
+        self.user_control: list[int] = []
+        self.ended = False                # the server closed (end of stream)
+
+    def feed(self, data: bytes) -> None:
+        self.memory.push(data)
+        while True:
+            try:
+                msg = self.chunks.read_message(self.reader)
+            except NeedMore:
+                return
+            view = msg.view()
+            if msg.type == rtmp.VIDEO:
+                self.video.append(int.from_bytes(view[5:9], "big"))
+            elif msg.type == rtmp.COMMAND_AMF0:
+                values = amf0.decode_all(msg.reader())
+                if values[0] == "onStatus":
+                    self.statuses.append(values[3]["code"])
+            elif msg.type == rtmp.USER_CONTROL:
+                self.user_control.append(int.from_bytes(view[:2], "big"))
+            msg.body.recycle()
+
+    async def play(self, stream: trio.SocketStream, name: str) -> None:
+        await rtmp_handshake(stream)
+        await stream.send_all(play_commands(name))
+        while True:
+            data = await stream.receive_some(1 << 16)
+            if not data:
+                self.ended = True
+                return
+            self.feed(data)
+
+
+async def connect(port: int, rcvbuf: int | None = None) -> trio.SocketStream:
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:   # before connect: the window a stalled player offers stays small
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    await sock.connect(("127.0.0.1", port))
+    return trio.SocketStream(sock)
+
+
+async def wait_for(predicate: Callable[[], object]) -> None:
+    while not predicate():
+        await trio.sleep(0.005)
+
+
+def run_server(server: RtmpServer, body: Callable[[int], Awaitable[None]]) -> None:
+    async def main() -> None:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(server.run, 0)
+                await body(port)
+                while server.active or server.relays or server.allocator.stats().in_use:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    trio.run(main)
+
+
+def make(**limits: Any) -> RtmpServer:
+    return RtmpServer(live=False, json_out=True, out=io.StringIO(), limits=Limits(**limits))
+
+
+def players_of(server: RtmpServer) -> list[Any]:
+    return [p for hub in server.relays.values() for p in hub.players]
+
+
+def test_a_stalled_player_is_bounded_and_stalls_nobody() -> None:
+    budget, frame, frames = 1 * MiB, 256 << 10, 96       # 24 MiB pushed
+    server = make(player_budget=budget, ring_bytes=2 * MiB)
+    held: list[int] = []
+    in_use: list[int] = []
+    reader = RawPlayer()
+
+    async def body(port: int) -> None:
+        stalled = await connect(port, rcvbuf=4096)
+        await rtmp_handshake(stalled)
+        await stalled.send_all(play_commands("s"))          # and never reads again
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.play, await connect(port), "s")
+            await wait_for(lambda: len(players_of(server)) == 2)
+            pub = await connect(port)
+            await rtmp_publish(pub, "s")
+            for i in range(frames):
+                body_ = avc_frame(i, frame, key=i % 8 == 0)
+                await pub.send_all(rtmp_video(body_, ts=40 * i, chunk_size=128))
+                # paced on the reader: if the server waited on the stalled player,
+                # this would never come true (and the test would time out)
+                await wait_for(lambda i=i: reader.video and reader.video[-1] == i)
+                held.append(max(p.held for p in players_of(server)))
+                in_use.append(server.allocator.stats().in_use)
+            await pub.send_all(rtmp_command("deleteStream", 5.0, None, 1.0))
+            await wait_for(lambda: reader.ended)
+            await pub.aclose()
+        # the reader is done; the stalled player still holds its (bounded) queue, and the
+        # stream's summary waits for it
+        assert [p.held <= budget for p in players_of(server)] == [True]
+        assert not server.finished
+        await stalled.aclose()                               # its unsent queue is dropped
+        await wait_for(lambda: server.finished)
+
+    run_server(server, body)
+    assert reader.video == list(range(frames))              # every frame, in order
+    assert max(held) <= budget, max(held)
+    # the ring, one player's budget, the receive buffers: never what was pushed (24 MiB)
+    assert max(in_use) <= 2 * MiB + budget + 2 * server.max_buffered + frame, max(in_use)
+    relay = server.finished[-1].relay
+    assert relay is not None and relay.players == 2 and relay.payload_copies == 0
+    assert relay.skipped > 0                                 # the stalled player skipped
+    assert server.allocator.stats().in_use == 0
+
+
+def test_a_player_waits_for_its_publisher_and_gets_every_message() -> None:
+    server = make(idle_timeout=0.3)
+    reader = RawPlayer()
+
+    async def body(port: int) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.play, await connect(port), "late")
+            await wait_for(lambda: len(players_of(server)) == 1)
+            await trio.sleep(1.0)             # past the idle timeout: waiting is not idle
+            assert players_of(server) and not reader.ended
+            pub = await connect(port)
+            await rtmp_publish(pub, "late")
+            for i in range(20):   # the first frame is not a keyframe: nothing is skipped
+                await pub.send_all(rtmp_video(avc_frame(i, 500, key=i == 5), ts=40 * i))
+            await wait_for(lambda: len(reader.video) == 20)
+            await pub.send_all(rtmp_command("deleteStream", 5.0, None, 1.0))
+            await wait_for(lambda: reader.ended)
+            await pub.aclose()
+
+    run_server(server, body)
+    assert reader.video == list(range(20))
+    # unpublish ends the player: Stream EOF (1), then UnpublishNotify, then end of stream
+    assert reader.user_control[0] == 0 and reader.user_control[-1] == 1  # Begin ... EOF
+    assert reader.statuses == ["NetStream.Play.Reset", "NetStream.Play.Start",
+                               "NetStream.Play.UnpublishNotify"]
+    assert reader.ended and not server.errors, server.errors
+    relay = server.finished[-1].relay
+    assert relay is not None and relay.players == 1 and relay.messages == 20
+
+
+def test_a_player_joining_mid_stream_starts_at_the_last_keyframe() -> None:
+    server = make()
+    reader = RawPlayer()
+
+    async def body(port: int) -> None:
+        pub = await connect(port)
+        await rtmp_publish(pub, "gop")
+        for i in range(12):                    # keyframes at 0, 4 and 8
+            await pub.send_all(rtmp_video(avc_frame(i, 300, key=i % 4 == 0), ts=40 * i))
+        await wait_for(lambda: server.active and server.active["live/gop"].frames == 12)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader.play, await connect(port), "gop")
+            await wait_for(lambda: reader.video[-1:] == [11])
+            await pub.send_all(rtmp_video(avc_frame(12, 300, key=False), ts=480))
+            await wait_for(lambda: reader.video[-1:] == [12])
+            await pub.send_all(rtmp_command("deleteStream", 5.0, None, 1.0))
+            await wait_for(lambda: reader.ended)
+            await pub.aclose()
+
+    run_server(server, body)
+    assert reader.video == [8, 9, 10, 11, 12]   # the GOP since keyframe 8, then live
