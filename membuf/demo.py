@@ -10,11 +10,18 @@ batches of zero-copy views (``frames(codec, views=True, batch=True)``) and
 acknowledges every batch with a LEB128 count. Frames/s, MB/s and both
 allocators' stats are shown live (with ``rich`` when it is installed, plain
 carriage-return lines otherwise); at the end every byte is freed.
+
+Part 3 relays a live RTMP stream (``serve-rtmp`` in this process, about 2 s):
+one publisher, a player that was waiting for it, one that joins mid-stream
+(it starts at the last keyframe) and one that never reads (it skips to
+keyframes within its byte budget and stalls nobody). Every payload goes to
+the players by reference: the payload-copy count is 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import sys
@@ -25,7 +32,10 @@ from typing import Any, TextIO
 import trio
 
 from .allocator import STAT_FIELDS, Allocator, AllocatorStats
-from .errors import IncompleteReadError
+from .errors import IncompleteReadError, NeedMore
+from .media import amf0, rtmp
+from .media.limits import Limits
+from .media.servers import RtmpServer
 from .memory import Memory
 from .stream import Connection, open_tcp, serve_tcp
 
@@ -264,6 +274,112 @@ async def loopback_demo(
     return traffic, server_stats, client_stats
 
 
+# -- part 3: an RTMP relay ---------------------------------------------------------------
+
+
+@dataclass
+class DemoPlayer:
+    """A minimal RTMP player: handshake, connect/createStream/play, count what arrives."""
+
+    name: str
+    frames: list[int]
+    ended: bool = False
+
+
+def _command(*values: Any, csid: int = 3, stream_id: int = 0) -> bytes:
+    return rtmp.encode_chunks(rtmp.COMMAND_AMF0, amf0.encode(*values), csid=csid,
+                              stream_id=stream_id).to_bytes()
+
+
+async def _rtmp_connect(port: int, commands: bytes, rcvbuf: int | None = None) -> Any:
+    sock = trio.socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, rcvbuf)
+    await sock.connect(("127.0.0.1", port))
+    stream = trio.SocketStream(sock)
+    await stream.send_all(b"\x03" + bytes(rtmp.HANDSHAKE_SIZE))             # C0 + C1
+    got = 0
+    while got < 1 + 2 * rtmp.HANDSHAKE_SIZE:    # S0 + S1 + S2; nothing follows before C2
+        got += len(await stream.receive_some(1 << 16))
+    await stream.send_all(bytes(rtmp.HANDSHAKE_SIZE) + _command(
+        "connect", 1.0, {"app": "live"}) + _command("createStream", 2.0, None) + commands)
+    return stream
+
+
+async def _play(port: int, player: DemoPlayer) -> None:
+    stream = await _rtmp_connect(port, _command("play", 3.0, None, "demo", csid=8, stream_id=1))
+    memory, chunks = Memory(), rtmp.ChunkReader(Allocator())
+    reader = memory.reader()
+    while data := await stream.receive_some(1 << 16):
+        memory.push(data)
+        while True:
+            try:
+                msg = chunks.read_message(reader)
+            except NeedMore:
+                break
+            if msg.type == rtmp.VIDEO:
+                player.frames.append(int.from_bytes(msg.view()[5:9], "big"))
+            msg.body.recycle()
+    player.ended = True
+    await stream.aclose()
+
+
+async def relay_demo(out: TextIO, frames: int = 60, size: int = 24 << 10) -> tuple[RtmpServer, list[DemoPlayer]]:
+    """Publish ``frames`` video messages at 30/s; three players watch (see the module doc)."""
+    server = RtmpServer(live=False, out=open(os.devnull, "w"),  # noqa: SIM115 (closed below)
+                        limits=Limits(player_budget=256 << 10))
+    waiting, joining = DemoPlayer("waiting", []), DemoPlayer("joins at frame 30", [])
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.run, 0)
+        nursery.start_soon(_play, port, waiting)
+        stalled = await _rtmp_connect(port, _command("play", 3.0, None, "demo", csid=8,
+                                                     stream_id=1), rcvbuf=4096)
+        while server.players < 2:
+            await trio.sleep(0.01)
+        pub = await _rtmp_connect(port, _command("publish", 3.0, None, "demo", "live", csid=5,
+                                                 stream_id=1))
+        for i in range(frames):
+            if i == 30:
+                nursery.start_soon(_play, port, joining)
+            key = i % 15 == 0                    # a keyframe every half second
+            body = bytes([0x17 if key else 0x27, 1, 0, 0, 0]) + i.to_bytes(4, "big")
+            await pub.send_all(rtmp.encode_chunks(rtmp.VIDEO, body + bytes(size), csid=6,
+                                                  stream_id=1, timestamp=33 * i,
+                                                  chunk_size=128).to_bytes())
+            await trio.sleep(1 / 30)
+        await pub.send_all(_command("deleteStream", 4.0, None, 1.0))
+        while not (waiting.ended and joining.ended):
+            await trio.sleep(0.01)
+        await pub.aclose()
+        await stalled.aclose()                  # the server drops what it still had queued
+        while server.active or server.relays or server.allocator.stats().in_use:
+            await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    server.out.close()
+    return server, [waiting, joining]
+
+
+def print_relay(out: TextIO, server: RtmpServer, players: list[DemoPlayer], frames: int) -> bool:
+    state = server.finished[-1]
+    relay = state.relay
+    assert relay is not None
+    ok = players[0].frames == list(range(frames))
+    first = players[1].frames[0] if players[1].frames else None
+    ok = ok and first is not None and first % 15 == 0 and players[1].frames == list(
+        range(first, frames))
+    print(f"published {state.counts.frames} video frames; {relay.players} players:", file=out)
+    print(f"  waiting before the publisher: {len(players[0].frames)} frames, all of them"
+          if ok else f"  waiting player: {players[0].frames[:5]}... MISMATCH", file=out)
+    print(f"  joined at frame 30: frames {first}..{frames - 1} (from the last keyframe)",
+          file=out)
+    print(f"  never reads: {relay.skipped} messages skipped (budget 256 KiB), nobody stalled",
+          file=out)
+    print(f"relayed {relay.messages} messages, {relay.bytes / 1e6:.1f} MB, payload copies:"
+          f" {relay.payload_copies}; server allocator in use after:"
+          f" {server.allocator.stats().in_use} B", file=out)
+    return ok and relay.payload_copies == 0 and server.allocator.stats().in_use == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m membuf demo", description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0,
@@ -287,7 +403,13 @@ def main(argv: list[str] | None = None) -> int:
           "(server and client share one thread here)\n")
     print("allocators after the connections closed:\n")
     print(stats_table([("server", server), ("client", client)]))
+    print("\nmembuf relay: serve-rtmp fans one live stream out to three players (2 s)\n")
+    frames = 60
+    rtmp_server, players = trio.run(relay_demo, sys.stdout, frames)
+    relayed = print_relay(sys.stdout, rtmp_server, players, frames)
     freed = s.in_use == 0 and server.in_use == 0 and client.in_use == 0
+    freed = freed and rtmp_server.allocator.stats().in_use == 0
     print(f"\nevery byte freed: {'yes' if freed else 'NO'} "
-          f"(server in_use={server.in_use}, client in_use={client.in_use})")
-    return 0 if freed and ok else 1
+          f"(server in_use={server.in_use}, client in_use={client.in_use}, relay in_use="
+          f"{rtmp_server.allocator.stats().in_use})")
+    return 0 if freed and ok and relayed else 1
