@@ -44,6 +44,7 @@ from . import rtmp
 __all__ = ["Packet", "Player", "Relay", "RelayCounts", "make_packet"]
 
 BATCH = 256 << 10       # wire bytes per gather send (a few hundred segments at most)
+_CRLF = memoryview(b"\r\n")
 
 
 class Packet:
@@ -54,11 +55,12 @@ class Packet:
     ``None`` for a packet that owns nothing (session replies).
     """
 
-    __slots__ = ("type", "timestamp", "key", "config", "size", "wire", "wire_size", "body")
+    __slots__ = ("type", "timestamp", "key", "config", "size", "wire", "wire_size", "body",
+                 "payload", "flv", "flv_size")
 
     def __init__(self, mtype: int, timestamp: int, wire: list[memoryview], size: int,
                  body: RecyclableMemory | None, *, key: bool = False,
-                 config: bool = False) -> None:
+                 config: bool = False, payload: memoryview | None = None) -> None:
         self.type = mtype
         self.timestamp = timestamp
         self.key = key              # a video keyframe: where a player may start
@@ -67,6 +69,28 @@ class Packet:
         self.wire = wire
         self.wire_size = sum(len(s) for s in wire)
         self.body = body
+        self.payload = payload      # the view of ``body`` the wire forms point into
+        self.flv: list[memoryview] | None = None   # as an FLV tag, made on first use
+        self.flv_size = 0
+
+    def flv_tag(self, w: PyWriter) -> list[memoryview]:
+        """The packet as an FLV tag (HTTP-FLV players): header, payload by reference,
+        previous-tag size; written once with ``w`` and shared by every such player."""
+        if self.flv is None:
+            if self.payload is None:            # owns nothing: its bytes go out as they are
+                self.flv, self.flv_size = self.wire, self.wire_size
+                return self.flv
+            n, ts = len(self.payload), self.timestamp & 0xFFFFFFFF
+            w.write_byte(self.type)
+            w.write_be(3, n)
+            w.write_be(3, ts & 0xFFFFFF)
+            w.write_byte(ts >> 24)              # the timestamp's upper byte comes last
+            w.write_be(3, 0)                    # stream id: always 0
+            w.write_ref(self.payload)
+            w.write_be(4, 11 + n)               # PreviousTagSize
+            self.flv = list(w.take())
+            self.flv_size = 15 + n
+        return self.flv
 
     def __len__(self) -> int:
         return self.size
@@ -93,7 +117,8 @@ def make_packet(w: PyWriter, mtype: int, timestamp: int, payload: memoryview,
     """
     rtmp.write_message(w, mtype, payload, csid=csid, stream_id=stream_id,
                        timestamp=timestamp & 0xFFFFFFFF, chunk_size=chunk_size)
-    return Packet(mtype, timestamp, list(w.take()), len(payload), body, key=key, config=config)
+    return Packet(mtype, timestamp, list(w.take()), len(payload), body, key=key, config=config,
+                  payload=payload)
 
 
 def control_packet(segments: Iterable[Any]) -> Packet:
@@ -124,11 +149,16 @@ class Player:
     Args:
         budget: the most payload bytes the player may hold references to.
         copies: the connection's send path copies payloads (TLS): counted per message.
+        flv: an HTTP-FLV player: packets go out as FLV tags, written with this Writer,
+            each batch one chunk of HTTP's chunked transfer coding (``None``: an RTMP
+            player, packets go out as RTMP chunks).
     """
 
-    def __init__(self, budget: int, *, copies: bool = False) -> None:
+    def __init__(self, budget: int, *, copies: bool = False,
+                 flv: PyWriter | None = None) -> None:
         self.budget = budget
         self.copies = copies
+        self.flv = flv
         self.queue: deque[Packet] = deque()
         self.held = 0                 # payload bytes queued or being sent
         self.waiting_key = True       # until a video keyframe starts the picture
@@ -153,6 +183,8 @@ class Player:
                     self._skipped(1)
                     return
             self.waiting_key = False
+        if self.flv is not None:
+            packet.flv_tag(self.flv)
         packet.retain()
         self.queue.append(packet)
         self.held += packet.size
@@ -201,11 +233,19 @@ class Player:
                 batch: list[Packet] = []
                 segments: list[memoryview] = []
                 size = 0
+                flv = self.flv is not None
                 while queue and size < BATCH:
                     p = queue.popleft()
                     batch.append(p)
-                    segments.extend(p.wire)
-                    size += p.wire_size
+                    if flv:
+                        segments.extend(p.flv)  # type: ignore[arg-type]  # made by offer
+                        size += p.flv_size
+                    else:
+                        segments.extend(p.wire)
+                        size += p.wire_size
+                if flv:   # HTTP chunked transfer coding: a size line, the batch, CRLF
+                    segments = [memoryview(b"%x\r\n" % size), *segments, _CRLF]
+                    size += len(segments[0]) + 2
                 try:
                     await send(from_views(segments, size))
                 finally:

@@ -58,7 +58,7 @@ from typing import Any, TextIO
 import trio
 
 from ..allocator import Allocator
-from ..errors import IncompleteReadError, MalformedError, MemoryLimitError, NeedMore
+from ..errors import IncompleteReadError, MalformedError, MembufError, MemoryLimitError, NeedMore
 from ..memory import Memory, RecyclableMemory
 from ..reader import Reader
 from ..stream import Connection, serve_tcp
@@ -232,6 +232,7 @@ class IngestServer:
         self.refused = 0                    # connections over max_connections
         self._refused_logged = -math.inf
         self.port = 0
+        self.extra_ports: dict[str, int] = {}   # other listeners' bound ports, by name
         self.first_finished = trio.Event()
 
     @property
@@ -250,15 +251,22 @@ class IngestServer:
         """
         failed: ListenError | None = None
         async with trio.open_nursery() as nursery:
-            serve = partial(serve_tcp, self._handle, port, host=host, allocator=self.allocator,
-                            max_buffered=self.max_buffered)
+            at = port
             try:
-                listeners = await nursery.start(serve)
+                for i, (name, handler, at) in enumerate(self._listeners(port)):
+                    serve = partial(serve_tcp, handler, at, host=host,
+                                    allocator=self.allocator, max_buffered=self.max_buffered)
+                    listeners = await nursery.start(serve)
+                    bound = listeners[0].socket.getsockname()[1]
+                    if i == 0:
+                        self.port = bound
+                    else:
+                        self.extra_ports[name] = bound
             except OSError as e:  # raised below, outside the nursery: no exception group
-                failed = ListenError(_listen_message(self.name, host, port, e))
+                failed = ListenError(_listen_message(self.name, host, at, e))
                 failed.errno = e.errno
+                nursery.cancel_scope.cancel()
             else:
-                self.port = listeners[0].socket.getsockname()[1]
                 task_status.started(self.port)
                 if self.live:
                     nursery.start_soon(self._report_live)
@@ -268,7 +276,11 @@ class IngestServer:
         if failed is not None:
             raise failed
 
-    async def _handle(self, conn: Connection) -> None:
+    def _listeners(self, port: int) -> list[tuple[str, Callable[[Connection], Any], int]]:
+        """(name, handler, port) of every listener, the main one first."""
+        return [(self.name, self._handle, port)]
+
+    async def _handle(self, conn: Connection, ingest: Any = None) -> None:
         self.connections += 1
         address = _peer_address(conn)
         if self.open_connections >= self.limits.max_connections:
@@ -279,7 +291,7 @@ class IngestServer:
         error: str | None = None
         try:
             with peer.watch.scope:
-                await self.ingest(conn, peer)
+                await (ingest or self.ingest)(conn, peer)
             if peer.watch.scope.cancelled_caught:
                 error = peer.watch.reason()
                 self._drop(peer, "timeout", error)
@@ -466,11 +478,19 @@ class RtmpServer(IngestServer):
     name = "serve-rtmp"
     chunk_size = 4096   # the chunk size announced to every peer (and used for players)
 
-    def __init__(self, **kw: Any) -> None:
+    def __init__(self, *, http_port: int | None = None, **kw: Any) -> None:
         super().__init__(**kw)
+        self.http_port = http_port      # HTTP-FLV players too (GET /app/name.flv), or None
         self.relays: dict[str, Relay] = {}
         self.players = 0                # players connected now
         self._writer = Writer()         # chunk headers of relayed packets
+        self._flv_writer = Writer()     # FLV tag headers, for HTTP-FLV players
+
+    def _listeners(self, port: int) -> list[tuple[str, Callable[[Connection], Any], int]]:
+        out = super()._listeners(port)
+        if self.http_port is not None:
+            out.append(("http", partial(self._handle, ingest=self._http_play), self.http_port))
+        return out
 
     async def ingest(self, conn: Connection, peer: _Peer) -> None:
         lim = self.limits
@@ -625,6 +645,11 @@ class RtmpServer(IngestServer):
               nursery: trio.Nursery, key: str) -> tuple[Relay, Player]:
         player = Player(self.limits.player_budget, copies=not conn.zero_copy_send)
         player.offer(control_packet(session.data_to_send()))   # the play replies, first
+        hub = self._attach(peer, player, key)
+        nursery.start_soon(self._play, conn, peer, session, player, nursery.cancel_scope)
+        return hub, player
+
+    def _attach(self, peer: _Peer, player: Player, key: str) -> Relay:
         hub = self.relays.get(key)
         if hub is None:
             hub = self.relays[key] = Relay(key)
@@ -632,8 +657,7 @@ class RtmpServer(IngestServer):
         self.players += 1
         peer.watch.waiting = lambda: player.counts is None   # waiting for its publisher
         peer.watch.start()
-        nursery.start_soon(self._play, conn, peer, session, player, nursery.cancel_scope)
-        return hub, player
+        return hub
 
     async def _play(self, conn: Connection, peer: _Peer, session: rtmp.ServerSession,
                     player: Player, scope: trio.CancelScope) -> None:
@@ -650,6 +674,56 @@ class RtmpServer(IngestServer):
         # the player reads the end and closes; if it does not, stop waiting soon
         await trio.sleep(_LINGER)
         scope.cancel()
+
+    async def _http_play(self, conn: Connection, peer: _Peer) -> None:
+        """HTTP-FLV: ``GET /app/name.flv`` -> 200 and an endless FLV body from the relay
+        (``Connection: close``: the body ends when the stream does)."""
+        try:
+            head = await conn.reader.read_until(b"\r\n\r\n", _MAX_HTTP_HEAD)
+        except MalformedError as e:     # no end of the head within the limit
+            await conn.send(_http_error(431, "Request Header Fields Too Large"))
+            raise LimitError(f"HTTP request head over {_MAX_HTTP_HEAD} bytes: {e}") from None
+        line = head.to_bytes().split(b"\r\n", 1)[0].decode("latin-1")
+        parts = line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            await conn.send(_http_error(400, "Bad Request"))
+            raise MalformedError(f"not an HTTP/1.x request line: {line[:80]!r}")
+        method, target = parts[0], parts[1].split("?", 1)[0]
+        app, _, name = target.strip("/").partition("/")
+        if method != "GET" or not name.endswith(".flv"):
+            status = (405, "Method Not Allowed") if method != "GET" else (404, "Not Found")
+            await conn.send(_http_error(*status))
+            log.info("%s %s: %s %s: %d", self.name, peer.address, method, target[:80], status[0])
+            return
+        await conn.send(_FLV_RESPONSE)
+        player = Player(self.limits.player_budget, copies=not conn.zero_copy_send,
+                        flv=self._flv_writer)
+        player.offer(control_packet([_FLV_HEADER]))
+        hub = self._attach(peer, player, _stream_key(app, name[:-4]))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._drain_request, conn, nursery.cancel_scope)
+                try:
+                    await player.run(conn.send, peer.watch.activity)
+                    await conn.send(b"0\r\n\r\n")   # the stream ended: so does the body
+                except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+                    log.debug("%s %s: player gone (%s)", self.name, peer.address, e)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.players -= 1
+            hub.leave(player)
+            self._forget(hub)
+
+    @staticmethod
+    async def _drain_request(conn: Connection, scope: trio.CancelScope) -> None:
+        """Read (and drop) what an HTTP-FLV client sends; its close ends the play."""
+        rx = conn.reader
+        try:
+            while True:
+                await rx.peek(1)
+                await rx.skip(len(rx))
+        except (IncompleteReadError, MembufError, trio.BrokenResourceError):
+            scope.cancel()
 
     def _forget(self, hub: Relay) -> None:
         if hub.idle() and self.relays.get(hub.key) is hub:
@@ -669,6 +743,18 @@ _SET_DATA_FRAME = b"\x02\x00\x0d@setDataFrame"   # AMF0 string "@setDataFrame" (
 _CONFIG_ORDER = (rtmp.DATA_AMF0, rtmp.VIDEO, rtmp.AUDIO)  # metadata, then sequence headers
 _PLAY_CSID = {rtmp.AUDIO: 4, rtmp.VIDEO: 6, rtmp.DATA_AMF0: 5}
 _LINGER = 5.0      # seconds a player has to close after the end of its stream
+_MAX_HTTP_HEAD = 8 << 10
+# chunked: a live body has no length, and the terminating chunk tells a clean end
+_FLV_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nCache-Control: no-cache\r\n"
+                 b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+# audio + video flags, then PreviousTagSize0
+_FLV_HEADER = b"FLV\x01\x05\x00\x00\x00\x09\x00\x00\x00\x00"
+
+
+def _http_error(status: int, reason: str) -> bytes:
+    body = f"{status} {reason}\n".encode()
+    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
 
 
 class _TemporalUnit:
@@ -894,7 +980,7 @@ _COMMON_FLAGS = [
     ("--flood-allowance", "item_allowance", _positive, "N",
      "chunks or OBUs a connection may send before the average-size rule applies (default {d})"),
 ]
-_RTMP_FLAGS = [
+_RTMP_FLAGS: list[tuple[str, str, Any, str, str]] = [
     ("--player-budget", "player_budget", _size, "SIZE",
      "payload bytes one player may have queued; past it, it skips to the next keyframe"
      " (default {d})"),
@@ -927,6 +1013,10 @@ def _parser(cls: type[IngestServer], default_port: int,
     p.add_argument("--json", action="store_true",
                    help='print {"streams": {key: counts}} per finished stream on stdout')
     p.add_argument("--once", action="store_true", help="exit after the first stream ends")
+    if cls is RtmpServer:
+        p.add_argument("--http-port", type=int, default=None, metavar="PORT",
+                       help="also serve players over HTTP-FLV: GET http://host:PORT/app/name.flv"
+                            " (default: off; 0: any port)")
     p.add_argument("--ring", type=_positive, default=64,
                    help="frames retained per stream (default 64)")
     p.add_argument("--interval", type=_seconds, default=1.0, help="seconds between live lines")
@@ -950,8 +1040,9 @@ def _main(argv: list[str] | None, cls: type[IngestServer], default_port: int, ur
     except ValueError as e:
         p.error(str(e))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    extra = {"http_port": args.http_port} if cls is RtmpServer else {}
     server = cls(limits=limits, ring_size=args.ring, json_out=args.json, once=args.once,
-                 live=not args.quiet, interval=args.interval)
+                 live=not args.quiet, interval=args.interval, **extra)
     stopped: list[str] = []
     failed: list[ListenError] = []
 
@@ -971,6 +1062,10 @@ def _main(argv: list[str] | None, cls: type[IngestServer], default_port: int, ur
                 print(f"{cls.name}: listening on {url.format(host=args.host, port=port)}"
                       f" (max memory {format_size(limits.max_memory)})",
                       file=sys.stderr, flush=True)
+                if "http" in server.extra_ports:
+                    print(f"{cls.name}: HTTP-FLV on http://{args.host}:"
+                          f"{server.extra_ports['http']}/<app>/<name>.flv",
+                          file=sys.stderr, flush=True)
                 async for signum in signals:
                     stopped.append(signal.Signals(signum).name)
                     nursery.cancel_scope.cancel()
