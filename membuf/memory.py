@@ -20,13 +20,17 @@ Invariants:
   ``ClipFront`` bug).
 
 :class:`RecyclableMemory` adds ownership: ``_own`` runs parallel to ``_segs``
-(the index of the segment's owned range in ``_pairs``, or -1 for a segment held
-by reference) and ``_pairs`` is a flat ``[addr0, len0, addr1, len1, ...]`` list
-of owned native ranges that ``recycle`` frees in one native call. The
-finalizer closes over that list (not over the object), so it never keeps the
-object alive. Bytes handed to a ``clip_front`` release callback leave
-``_pairs`` exactly (the range shrinks or goes to length 0), so nothing is ever
-freed twice.
+(0 for a segment of owned bytes, -1 for one held by reference, -2 for a view of
+stream-owned bytes) and ``_pairs`` is a flat ``[addr0, len0, addr1, len1, ...]``
+list of owned native ranges that ``recycle`` frees in one native call. A
+``next_n`` *run* (one native range that many pieces are bumped from) is one pair
+from the moment it is reserved, its unused tail included, so recycle frees a
+burst of pieces as a few ranges; ``next_n`` itself is compiled
+(``_core.RecyclableCore``, native/core/bump.c), with a pure-Python twin under
+``MEMBUF_PURE_PYTHON=1``. The finalizer closes over the pair list (not over the
+object), so it never keeps the object alive. Bytes handed to a ``clip_front``
+release callback are cut out of the pair that holds them (it shrinks or splits),
+so nothing is ever freed twice.
 
 Not handled on purpose: thread safety (one Memory per task), strided views
 (refused with ``TypeError``).
@@ -45,7 +49,14 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, SupportsIndex, overload
 
 from . import _core
-from .errors import FreeError, MalformedError, MembufError, NeedMore, UseAfterFreeError
+from .errors import (
+    FreeError,
+    MalformedError,
+    MembufError,
+    MemoryLimitError,
+    NeedMore,
+    UseAfterFreeError,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .allocator import Allocator
@@ -56,7 +67,12 @@ __all__ = ["Memory", "RecyclableMemory"]
 _FIRST_RUN = 4 << 10     # RecyclableMemory.next_n: the first run, doubling up to _MAX_RUN
 _MAX_RUN = 256 << 10
 _EAUTO = -103            # _core.free_refusal: bytes a stream chunk gives back on its own
+_OWNED = 0               # RecyclableMemory._own: a segment of owned bytes (in _pairs)
 _HELD = -2               # RecyclableMemory._own: a view of such bytes, let go by recycle
+
+#: ``MEMBUF_PURE_PYTHON`` set (to anything but empty or ``0``) selects the pure-Python
+#: ``RecyclableMemory.next_n`` (the compiled one is ``membuf._core.RecyclableCore``'s).
+PURE_PYTHON: bool = os.environ.get("MEMBUF_PURE_PYTHON", "") not in ("", "0")
 
 # The most segments one gather write (writev/sendmsg) takes: the OS limit, at most 1024.
 IOV_MAX: int = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
@@ -339,26 +355,24 @@ def _same_content(a: Iterable[memoryview], b: Iterable[memoryview]) -> bool:
         va, vb = va[n:], vb[n:]
 
 
-def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str | None,
-                tail: list[int]) -> None:
+def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str | None) -> None:
     """Finalizer of a RecyclableMemory collected without ``recycle``.
 
-    It never raises: a range that the allocator refuses was freed elsewhere (the
-    user heard of it from the recycle() that failed), so it is skipped; a
-    use-after-free found on the way (debug mode) was reported by ``check()`` or
-    will be.
+    ``pairs`` holds every owned range, a run's unused tail included (a run is one
+    pair from the moment it is reserved). It never raises: a range that the
+    allocator refuses was freed elsewhere (the user heard of it from the recycle()
+    that failed), so it is skipped; a use-after-free found on the way (debug mode)
+    was reported by ``check()`` or will be.
     """
     live = _live_pairs(pairs, epoch, allocator)
     pairs.clear()
     if origin is not None and live:
         warnings.warn(
-            f"RecyclableMemory with {len(live) // 2} owned segments was collected without "
+            f"RecyclableMemory with {len(live) // 2} owned ranges was collected without "
             f"recycle(); freed by its finalizer. It was made at:\n{origin}",
             ResourceWarning,
             stacklevel=2,
         )
-    live += tail                             # the run's unused tail: never the user's
-    tail[:] = [0, 0]
     try:
         allocator._free_batch(live, epoch[0])
     except UseAfterFreeError:
@@ -367,8 +381,10 @@ def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str 
         for i in range(0, len(live), 2):
             try:
                 allocator._free_batch(live[i : i + 2], epoch[0])
-            except MembufError:
-                pass
+            except MembufError:              # partly freed elsewhere (a piece of a run):
+                leftovers = getattr(allocator, "_free_leftovers", None)
+                if leftovers is not None:    # free the rest around the holes
+                    leftovers(live[i], live[i + 1], epoch[0])
 
 
 def _live_pairs(pairs: list[int], epoch: list[int], allocator: Any) -> list[int]:
@@ -383,7 +399,19 @@ def _live_pairs(pairs: list[int], epoch: list[int], allocator: Any) -> list[int]
     return out
 
 
-class RecyclableMemory(Memory):
+def _run_size_for(n: int, size: int) -> int:
+    """The size of the run to reserve for a next_n(n) the current run cannot serve:
+    the next run size, doubled until it holds at least two such pieces; 0 (an exact
+    malloc) for debug mode (``size == 0``) and for pieces of more than a quarter of
+    the largest run, which gain nothing from sharing a range."""
+    if not size or n > _MAX_RUN // 4:
+        return 0
+    while size < 2 * n:
+        size *= 2
+    return size
+
+
+class RecyclableMemory(Memory, _core.RecyclableCore):
     """A Memory that owns some of its segments and frees them together.
 
     Args:
@@ -400,6 +428,10 @@ class RecyclableMemory(Memory):
     is in debug mode). :meth:`clear` only forgets segments: owned bytes stay
     owned until ``recycle``.
 
+    ``next_n`` is compiled (``membuf._core.RecyclableCore``, native/core/bump.c)
+    unless ``MEMBUF_PURE_PYTHON`` is set; the slow path, which reserves runs, is
+    :meth:`_next_run` here in both cases.
+
     >>> from membuf import Allocator
     >>> with Allocator() as a, RecyclableMemory(a) as rm:
     ...     rm.next_n(3)[:] = b"abc"
@@ -408,93 +440,107 @@ class RecyclableMemory(Memory):
     (b'abcdef', 3)
     """
 
-    __slots__ = ("allocator", "_own", "_pairs", "_epoch", "_finalizer", "_run", "_run_addr",
-                 "_tail", "_run_size", "_refs")
+    # _own, _refs and the run (_run, _run_addr, _bump, _run_end, _run_size) are
+    # RecyclableCore's C fields; next_n is its C method (the pure-Python twin below
+    # replaces it under MEMBUF_PURE_PYTHON).
+    __slots__ = ("allocator", "_pairs", "_epoch", "_finalizer")
 
     def __init__(self, allocator: Allocator) -> None:
         if not hasattr(allocator, "_epoch") or not callable(getattr(allocator, "_free_batch", None)):
             raise TypeError(f"RecyclableMemory needs a membuf.Allocator, got {type(allocator).__name__}")
         super().__init__()
         self.allocator = allocator
-        self._own: list[int] = []      # parallel to _segs: pair index or -1
-        self._pairs: list[int] = []    # addr0, len0, addr1, len1, ...
+        # _own (parallel to _segs): _OWNED, -1 (a reference) or _HELD
+        self._pairs: list[int] = []    # addr0, len0, addr1, len1, ...: every owned range
         self._epoch = [allocator._epoch]  # the allocator's reset count when _pairs was filled
-        # next_n bumps inside a run: one malloc'd range whose unused tail is [addr, len]
-        # (owned, but not the user's: stats() and owned_bytes leave it out)
-        self._run: memoryview | None = None
-        self._run_addr = 0
-        self._tail = [0, 0]
-        self._refs = 1                 # holders: retain() adds one, recycle() takes one
+        # next_n bumps inside a run: one malloc'd range, owned as one pair, whose unused
+        # tail [_bump, _run_end) is not the user's (stats() and owned_bytes leave it out)
         debug = getattr(allocator, "debug", False)
         self._run_size = 0 if debug else _FIRST_RUN  # debug: one malloc per next_n, tracked
         origin = None
         if debug:
             origin = "".join(traceback.format_stack(limit=8)[:-1])
         self._finalizer = weakref.finalize(
-            self, _free_owned, allocator, self._pairs, self._epoch, origin, self._tail
+            self, _free_owned, allocator, self._pairs, self._epoch, origin
         )
 
     # -- owned segments -----------------------------------------------------
 
-    def next_n(self, n: int) -> memoryview:
-        """``n`` fresh bytes, appended as an owned segment and returned (writable).
+    if PURE_PYTHON:
+        def next_n(self, n: int) -> memoryview:
+            """``n`` fresh bytes, appended as an owned segment and returned (writable).
 
-        Consecutive calls bump through a *run*: one native range reserved at a
-        time (4 KiB, doubling up to 256 KiB, or exactly ``n`` when larger), so a
-        burst of small buffers costs one native call per run. ``recycle`` gives
-        back the pieces and the run's unused tail in one batch.
+            Consecutive calls bump through a *run*: one native range reserved at a
+            time (4 KiB, doubling up to 256 KiB, at least twice ``n``; larger requests
+            are exact), so a burst of small buffers costs one native call per run.
+            ``recycle`` gives back the pieces and the run's unused tail in one batch.
 
-        Raises:
-            ValueError: ``n`` is negative.
-            TypeError: ``n`` is not an int.
-            MemoryLimitError: the allocator cannot grow.
-        """
-        tail = self._tail
-        if type(n) is int and 0 < n <= tail[1]:     # (a run exists only while refs > 0)
-            addr = tail[0]
-            tail[0] = addr + n
-            tail[1] -= n
-            off = addr - self._run_addr
-            view = self._run[off : off + n]    # type: ignore[index]
-            pairs = self._pairs
-            self._own.append(len(pairs) >> 1)
-            pairs += (addr, n)
-            self._segs.append(view)
-            self._size += n
-            return view
-        return self._next_run(n)
+            Raises:
+                ValueError: ``n`` is negative.
+                TypeError: ``n`` is not an int.
+                MemoryLimitError: the allocator cannot grow.
+            """
+            bump = self._bump
+            run = self._run
+            if run is not None and type(n) is int and 0 < n <= self._run_end - bump:
+                self._bump = bump + n              # (a run exists only while refs > 0)
+                off = bump - self._run_addr
+                view = run[off : off + n]
+                self._own.append(_OWNED)
+                self._segs.append(view)
+                self._size += n
+                return view
+            return self._next_run(n)
 
     def _next_run(self, n: int) -> memoryview:
         """next_n when the run cannot serve ``n``: give its tail back, reserve a new one."""
         alloc = self.allocator
-        size = self._run_size
-        if not size or type(n) is not int or n <= 0 or n >= size:
+        size = _run_size_for(n, self._run_size) if type(n) is int and n > 0 else 0
+        if not size:
             view, addr = alloc._malloc_addr(n)    # exact: debug, empty, large or bad n
             self._append_owned(view, addr)
             return view
-        tail = self._tail
         with alloc._tails_lock:              # stats() sees the run and its tail together
-            if tail[1]:
-                old, tail[:] = tail[:], [0, 0]
-                self._run = None
-                alloc._free_batch(old, self._epoch[0])
-            run, addr = alloc._malloc_addr(size)
+            self._give_back_tail()
+            try:
+                run, addr = alloc._malloc_addr(size)
+            except MemoryLimitError:         # no room for a run: maybe for the piece
+                view, addr = alloc._malloc_addr(n)
+                self._append_owned(view, addr)
+                return view
             self._run_size = min(2 * size, _MAX_RUN)
-            if not self._append_owned(run[:n], addr):
+            if not self._append_owned(run[:n], addr, size):
                 return self._segs[-1]        # a reset came between: no run to keep
-            self._run, self._run_addr = run, addr
-            tail[:] = [addr + n, size - n]
+            self._start_run(run, n)
             alloc._track_tail(self)
         return self._segs[-1]
 
+    def _give_back_tail(self) -> None:
+        """Free the run's unused tail now and drop the run (the caller holds the tails
+        lock). The tail is the end of the last owned range that reaches the run's end."""
+        start, end = self._bump, self._run_end
+        if self._run is None or start >= end:
+            self._run = None
+            return
+        pairs = self._pairs
+        for k in range(len(pairs) - 2, -1, -2):
+            addr, length = pairs[k], pairs[k + 1]
+            if addr <= start and addr + length == end:
+                pairs[k + 1] = start - addr
+                break
+        else:                                # pragma: no cover - B3 says it is there
+            self._run = None
+            return
+        self._run = None
+        self.allocator._free_batch([start, end - start], self._epoch[0])
+
     def _drop_run(self) -> None:
         """The allocator was reset: the run is gone (nothing to free)."""
-        self._tail[:] = [0, 0]
         self._run = None
 
     def _tail_bytes(self) -> int:
         """Bytes reserved in the run and not handed out (0 once the allocator was reset)."""
-        return self._tail[1] if self._epoch[0] == self.allocator._epoch else 0
+        return self._run_tail() if self._epoch[0] == self.allocator._epoch else 0
 
     def push_owned(self, view: Any) -> None:
         """Take ownership of ``view``, which was malloc'd from this allocator.
@@ -524,8 +570,10 @@ class RecyclableMemory(Memory):
         self._segs.append(view)
         self._size += len(view)
 
-    def _append_owned(self, view: memoryview, addr: int) -> bool:
-        """Append ``view`` as owned; False when its bytes belong to a reset allocator.
+    def _append_owned(self, view: memoryview, addr: int, span: int | None = None) -> bool:
+        """Append ``view`` as owned, its range ``[addr, addr + span)`` (``span`` defaults
+        to ``len(view)``; a run's first piece owns the whole run); False when its bytes
+        belong to a reset allocator.
 
         The reset count recorded with the pairs is the one the bytes were taken in
         (their chunk's, read under the native lock), so a reset racing this call is
@@ -544,15 +592,14 @@ class RecyclableMemory(Memory):
             # segments as references (their bytes stay mapped) and start over
             self._own[:] = [-1 if o >= 0 else o for o in self._own]
             self._pairs.clear()
-            self._tail[:] = [0, 0]
             self._run = None
             self._epoch[0] = taken
         n = len(view)
-        if n:
-            self._own.append(len(self._pairs) // 2)
-            self._pairs += (addr, n)
-        else:
-            self._own.append(-1)
+        if span is None:
+            span = n
+        if span:
+            self._pairs += (addr, span)
+        self._own.append(_OWNED if n else -1)
         self._segs.append(view)
         self._size += n
         return taken == self.allocator._epoch
@@ -595,14 +642,11 @@ class RecyclableMemory(Memory):
         if self._refs > 1:
             self._refs -= 1
             return
-        if self._refs == 0 and not self._segs and not self._pairs and not self._tail[1]:
+        if self._refs == 0 and not self._segs and not self._pairs:
             return
         alloc = self.allocator
-        tail = self._tail
         with alloc._tails_lock:               # stats() never sees the tail half-given back
-            live = _live_pairs(self._pairs, self._epoch, alloc)
-            if tail[1]:
-                live += tail                  # the run's unused tail, in the same batch
+            live = _live_pairs(self._pairs, self._epoch, alloc)   # runs: tails included
             try:
                 alloc._free_batch(live, self._epoch[0])   # nothing if reset since
             except UseAfterFreeError:
@@ -612,7 +656,6 @@ class RecyclableMemory(Memory):
 
     def _forget(self) -> None:
         """After the last holder's recycle: nothing owned, nothing held, empty."""
-        self._tail[:] = [0, 0]
         self._run = None
         self._pairs.clear()
         self._own.clear()
@@ -625,7 +668,7 @@ class RecyclableMemory(Memory):
         held = sum(len(s) for s, o in zip(self._segs, self._own, strict=True) if o == _HELD)
         if self._epoch[0] != self.allocator._epoch:
             return held
-        return sum(self._pairs[1::2]) + held
+        return sum(self._pairs[1::2]) - self._run_tail() + held
 
     def __enter__(self) -> RecyclableMemory:
         return self
@@ -657,23 +700,29 @@ class RecyclableMemory(Memory):
             own, segs = self._own, self._segs
             for i in range(nsegs):
                 if own[i] >= 0:
-                    self._release_owned(own, i, len(segs[i]), len(segs[i]))
+                    self._release_owned(segs[i], len(segs[i]))
             if head and own[nsegs] >= 0:
-                self._release_owned(own, nsegs, len(segs[nsegs]), head)
+                self._release_owned(segs[nsegs], head)
         del self._own[:nsegs]
         return super()._drop_front(nsegs, head, release)
 
-    def _release_owned(self, own: list[int], i: int, size: int, h: int) -> None:
-        """Segment ``i`` (the last ``size`` bytes of its owned range) gives away its first ``h``."""
+    def _release_owned(self, seg: memoryview, h: int) -> None:
+        """The first ``h`` bytes of the owned segment ``seg`` leave: cut them out of the
+        owned range that holds them (it shrinks, or splits in two)."""
+        if not h:
+            return
+        a = _core.extent(seg)[1]
         pairs = self._pairs
-        k = own[i]
-        addr, length = pairs[2 * k], pairs[2 * k + 1]
-        kept_before = length - size          # bytes clipped earlier without a release
-        if kept_before == 0:
-            pairs[2 * k] = addr + h
-            pairs[2 * k + 1] = length - h
-        else:                                # split: [kept_before] [given away] [rest]
-            pairs[2 * k + 1] = kept_before
-            if size > h:
-                own[i] = len(pairs) // 2
-                pairs += (addr + kept_before + h, size - h)
+        for k in range(0, len(pairs), 2):
+            addr, length = pairs[k], pairs[k + 1]
+            if addr <= a and a + h <= addr + length:
+                break
+        else:                                # pragma: no cover - owned bytes are in a pair
+            return
+        if a == addr:                        # the front of the range: it shrinks
+            pairs[k] = a + h
+            pairs[k + 1] = length - h
+        else:                                # split: [addr, a) [given away] [a + h, end)
+            pairs[k + 1] = a - addr
+            if a + h < addr + length:
+                pairs += (a + h, addr + length - a - h)

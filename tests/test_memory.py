@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from splitting import SPLITS, memory_split, split
 
-from membuf import Allocator, FreeError, Memory, RecyclableMemory
+from membuf import Allocator, FreeError, Memory, MemoryLimitError, RecyclableMemory
 
 DATA = bytes(range(50))
 
@@ -405,6 +405,109 @@ def test_finalizer_after_reset_frees_nothing_new() -> None:
     assert rm2.owned_bytes == 20
     rm2.recycle()
     assert a.stats().in_use == 0
+
+
+def test_next_n_4096_bumps_inside_growing_runs(alloc: Allocator) -> None:
+    """4 KiB pieces share runs too (each run holds at least two), and stats() is exact
+    after every call: a run's unused tail is never counted as in use."""
+    rm = RecyclableMemory(alloc)
+    before = alloc.stats().mallocs
+    for i in range(100):
+        rm.next_n(4096)[:] = bytes([i]) * 4096
+        assert alloc.stats().in_use == 4096 * (i + 1) == rm.owned_bytes
+    assert alloc.stats().mallocs - before <= 10           # 8 KiB, 16 KiB, ... 256 KiB runs
+    assert rm.to_bytes() == b"".join(bytes([i]) * 4096 for i in range(100))
+    rm.recycle()
+    assert alloc.stats().in_use == 0
+    alloc.check()
+
+
+def test_next_n_without_room_for_a_run_takes_the_exact_bytes() -> None:
+    with Allocator(arena_size=64 << 10, max_arena_size=64 << 10, max_bytes=64 << 10) as a:
+        a.malloc(16)
+        rm = RecyclableMemory(a)
+        v = rm.next_n(30000)               # its run would be 64 KiB: no room, so exact
+        assert len(v) == 30000 and a.stats().in_use == 30016 == rm.owned_bytes + 16
+        rm.recycle()
+        assert a.stats().in_use == 16
+
+
+def test_next_n_bad_sizes_change_nothing(alloc: Allocator) -> None:
+    rm = RecyclableMemory(alloc)
+    rm.next_n(10)
+    for bad, err in ((True, TypeError), (1.0, TypeError), ("3", TypeError), (-1, ValueError)):
+        with pytest.raises(err):
+            rm.next_n(bad)                                # type: ignore[arg-type]
+    with pytest.raises(MemoryLimitError):
+        rm.next_n(1 << 70)
+    assert rm.count == 1 and len(rm) == 10 == alloc.stats().in_use
+    rm.recycle()
+    assert alloc.stats().in_use == 0
+
+
+def test_next_n_run_fields_cannot_point_outside_the_run(alloc: Allocator) -> None:
+    """The run's bounds are set from its view only; a wrong _bump (writable for the
+    pure-Python twin) sends next_n to the slow path, never past the run."""
+    rm = RecyclableMemory(alloc)
+    rm.next_n(10)
+    with pytest.raises(TypeError):
+        rm._run = memoryview(bytearray(10))               # type: ignore[assignment]
+    with pytest.raises(AttributeError):
+        rm._run_end = 0                                   # type: ignore[misc]
+    with pytest.raises(ValueError):
+        rm._start_run(memoryview(bytearray(8)), 9)
+    end = rm._run_end
+    rm._bump = end + 100                                  # past the run: no tail
+    assert rm._run_tail() == 0
+    v = rm.next_n(10)
+    assert len(v) == 10 and alloc.stats().in_use >= 20    # (the cut-off tail stays owned)
+    rm.recycle()
+    assert alloc.stats().in_use == 0
+    alloc.check()
+
+
+def test_release_inside_runs_then_more_runs(alloc: Allocator) -> None:
+    """clip_front(release) cuts pieces out of a run's one owned range; giving back the
+    tail later and recycling free exactly the rest."""
+    rm = RecyclableMemory(alloc)
+    r = rm.reader()
+    freed = 0
+    for i in range(30):
+        rm.next_n(1000)[:] = bytes([i]) * 1000
+        if i % 3 == 1:
+            r.skip(min(len(r), 1500))
+            r.clip_front(lambda v: alloc.free(v))
+            freed = r.offset
+        assert alloc.stats().in_use == 1000 * (i + 1) - freed == rm.owned_bytes
+        alloc.check()
+    rm.recycle()
+    assert alloc.stats().in_use == 0
+    alloc.check()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3000), st.sampled_from(["free", "keep", "none"])),
+                min_size=1, max_size=16))
+def test_ownership_model_across_runs(steps: list[tuple[int, str]]) -> None:
+    with Allocator(arena_size=64 << 10) as a:
+        rm = RecyclableMemory(a)
+        r = rm.reader()
+        kept: list[memoryview] = []
+        for n, action in steps:
+            rm.next_n(n)[:] = bytes([n & 255]) * n
+            r.skip(min(len(r), n // 2 + 1))
+            if action == "free":
+                r.clip_front(a.free)
+            elif action == "keep":
+                r.clip_front(kept.append)
+            else:
+                r.clip_front()
+            assert a.stats().in_use == rm.owned_bytes + sum(map(len, kept))
+        rm.recycle()
+        for v in kept:
+            a.free(v)
+        assert a.stats().in_use == 0
+        a.check()
 
 
 # -- shared frames: retain / recycle / refcount --------------------------------------

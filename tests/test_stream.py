@@ -472,8 +472,8 @@ async def test_a_batch_kept_by_the_caller_stays_valid_after_the_next_one() -> No
             batch = await it.__anext__()
             assert [bytes(v) for v in batch] == want
             kept.append((want, batch))
-        s = rx.allocator.stats()
-        assert s.pinned > 0 and s.in_use >= s.pinned
+        s = rx.allocator.stats()                   # kept views hold their chunk's bytes
+        assert s.in_use >= sum(len(v) for _, b in kept for v in b) and s.in_use >= s.pinned
         del it, batch
     assert_only_held(rx.allocator, first, second, [b for _, b in kept])
     assert [bytes(v) for v in first] == [b"ab", b"c"]
@@ -704,3 +704,88 @@ async def test_a_dribbled_line_is_coalesced_not_rescanned_segment_by_segment() -
         assert got == [line, b"tail"]
         assert rx.stats().compacted > 0
         assert rx._eng.mem.count <= 8 + 1
+
+
+# -- receiving into the tail of the current chunk -------------------------------------
+
+
+async def _ping_pong_native_calls(open_pair: Callable[[], Any], messages: int) -> None:
+    """``messages`` small messages, each received on its own (the sender waits for the
+    reader): the receives fill one chunk's tail, with no native call per receive."""
+    async with open_pair() as (rx, send):
+        await send(b"x" * 100)
+        assert (await rx.read_exactly(100)).to_bytes() == b"x" * 100
+        before, receives = rx.allocator.stats(), rx.stats().receives
+        for i in range(messages):
+            msg = bytes([i & 255]) * 100
+            await send(msg)
+            assert (await rx.read_exactly(100)).to_bytes() == msg
+            s = rx.allocator.stats()                 # exact at every call: no tail counted
+            assert s.in_use <= rx.stats().received < s.reserved, s
+        after = rx.allocator.stats()
+        assert rx.stats().receives - receives >= messages
+        # 100 receives of 100 B fit in one 64 KiB receive chunk: at most one new chunk,
+        # and the retired one's tail given back
+        assert after.mallocs - before.mallocs <= 1, (before, after)
+        assert after.frees - before.frees <= 2, (before, after)
+    s = rx.allocator.stats()
+    assert (s.in_use, s.pinned) == (0, 0), s
+
+
+@trio_test
+async def test_small_receives_make_no_native_call_trio() -> None:
+    @asynccontextmanager
+    async def pair() -> AsyncIterator[tuple[StreamReader, Any]]:
+        async with loopback() as (server, client):
+            async with StreamReader(server) as rx:
+                yield rx, client.send_all
+
+    await _ping_pong_native_calls(pair, 100)
+
+
+def test_small_receives_make_no_native_call_asyncio() -> None:
+    import asyncio
+
+    @asynccontextmanager
+    async def pair() -> AsyncIterator[tuple[StreamReader, Any]]:
+        got: asyncio.Queue[Any] = asyncio.Queue()
+        done = asyncio.Event()
+
+        async def handler(conn: Any) -> None:
+            await got.put(conn)
+            await done.wait()
+
+        server = await membuf.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        conn = await got.get()
+
+        async def send(data: bytes) -> None:
+            writer.write(data)
+            await writer.drain()
+
+        try:
+            yield conn.reader, send
+        finally:
+            conn.reader.release()
+            done.set()
+            writer.close()
+            server.close()
+
+    asyncio.run(_ping_pong_native_calls(pair, 100))
+
+
+@trio_test
+async def test_receive_chunk_tail_is_not_in_use_and_goes_back_on_idle() -> None:
+    async with loopback() as (server, client):
+        async with StreamReader(server, idle_trim=0.05) as rx:
+            await client.send_all(b"abc")
+            assert (await rx.read_exactly(2)).to_bytes() == b"ab"
+            s = rx.allocator.stats()
+            assert s.in_use == 3 and s.reserved >= 64 << 10, s     # the tail is free
+            with trio.move_on_after(0.3):
+                await rx.read_exactly(2)                 # waits past idle_trim
+            s = rx.allocator.stats()                 # the partial item, copied out
+            assert (s.in_use, s.pinned, rx.stats().compacted) == (0, 0, 1), s
+    s = rx.allocator.stats()
+    assert (s.in_use, s.pinned) == (0, 0), s

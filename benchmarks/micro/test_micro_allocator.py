@@ -62,36 +62,41 @@ def test_malloc_free_bytearray(micro, n):
 
 # -- RecyclableMemory.next_n x 1000, then one recycle -----------------------------------
 
-RM_SIZE = 256
-RM_GROUP = f"allocator: RecyclableMemory.next_n({RM_SIZE}) + 1/{N} of recycle()"
+RM_SIZES = [pytest.param(256, id="256B"), pytest.param(4096, id="4KiB")]
 
 
-def recyclable_round(rm: RecyclableMemory) -> tuple[int, int]:
+def _rm_group(n: int) -> str:
+    return f"allocator: RecyclableMemory.next_n({n}) + 1/{N} of recycle()"
+
+
+def recyclable_round(rm: RecyclableMemory, n: int) -> tuple[int, int]:
     next_n = rm.next_n
     for _ in R:
-        next_n(RM_SIZE)
+        next_n(n)
     got = rm.count, sum(map(len, rm))
     rm.recycle()
     return got
 
 
-def bytearray_round(bufs: list[bytearray]) -> tuple[int, int]:
+def bytearray_round(bufs: list[bytearray], n: int) -> tuple[int, int]:
     append = bufs.append
     for _ in R:
-        append(bytearray(RM_SIZE))
+        append(bytearray(n))
     got = len(bufs), sum(map(len, bufs))
     bufs.clear()
     return got
 
 
-def test_next_n_recycle_membuf(micro):
+@pytest.mark.parametrize("n", RM_SIZES)
+def test_next_n_recycle_membuf(micro, n):
     a = Allocator()
-    got = micro(recyclable_round, lambda: (RecyclableMemory(a),), group=RM_GROUP, n=N)
-    assert got == (N, N * RM_SIZE)
+    got = micro(recyclable_round, lambda: (RecyclableMemory(a), n), group=_rm_group(n), n=N)
+    assert got == (N, N * n)
     assert a.stats().in_use == 0
     a.reset()
 
 
-def test_next_n_recycle_bytearray(micro):
-    got = micro(bytearray_round, lambda: ([],), group=RM_GROUP, n=N)
-    assert got == (N, N * RM_SIZE)
+@pytest.mark.parametrize("n", RM_SIZES)
+def test_next_n_recycle_bytearray(micro, n):
+    got = micro(bytearray_round, lambda: ([], n), group=_rm_group(n), n=N)
+    assert got == (N, N * n)

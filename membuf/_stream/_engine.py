@@ -7,11 +7,13 @@ following it; it never waits and never touches a socket. An adapter
 
 * ``plan(needed)`` before a receive: let go of consumed chunks, pick the
   receive size (and how many buffered bytes to carry into the new chunk);
-* ``buffer(size)`` hands out the writable tail of a fresh auto chunk (the
-  ``recv_into`` / ``get_buffer`` / ``SSLObject.read`` target);
-* ``commit(n)`` keeps what arrived (the chunk gives its unused tail back at
-  once) or ``drop()`` forgets the chunk; ``feed(data)`` is the copying path
-  for streams that hand out bytes.
+* ``buffer(size)`` hands out ``size`` writable bytes in the free tail of the
+  current receive chunk (the ``recv_into`` / ``get_buffer`` /
+  ``SSLObject.read`` target), reserving a new chunk only when the tail is too
+  short;
+* ``commit(n)`` keeps what arrived (the tail starts after it) or ``drop()``
+  forgets the receive (the tail stays free); ``feed(data)`` is the copying
+  path for streams that hand out bytes.
 
 Nothing changes between ``buffer`` and ``commit`` except the chunk's bytes, so
 a read cancelled while its adapter waits has consumed nothing and a retry finds
@@ -20,8 +22,13 @@ every byte that arrived (docs/design.md §6).
 *Receive size.* It starts at ``chunk_size``, doubles while receives fill their
 chunk and halves when they come back mostly empty. How far it may grow depends
 on what reads wait for (a decaying maximum of "buffered + still needed"):
-small items cap it at 4 x ``chunk_size`` (parsed while in cache), large ones
-at 64 x ``chunk_size``, never past ``max_buffered``.
+it is capped at the larger of 4 x ``chunk_size`` (small items: parsed while
+in cache) and that item size, never past 64 x ``chunk_size`` or
+``max_buffered``. Receiving more than one large item at a time buys few
+syscalls and costs resident memory on every connection (peak RSS over a
+burst on 256 connections: 16 x the item, 675 MiB; 1 x the item, 98 MiB).
+An engine that makes its own allocator starts it with a 256 KiB arena, room
+for a receive chunk and the one after it without a chain of growing arenas.
 
 *Coalescing.* With ``contiguous`` set (``frames(views=True)``) a partial item
 of at most half the new chunk is carried to its head, so frames never span
@@ -29,10 +36,23 @@ chunks; in every mode a partial item that arrived in 8 or more pieces is
 carried the same way, so a peer dribbling one byte per packet cannot make
 each parse walk thousands of segments.
 
+*Receiving into the tail.* A receive chunk holds at least ``4 x chunk_size``
+bytes (or the whole receive, when larger), and receives fill it one after the
+other: in steady state a receive makes no native call at all (no malloc, no
+shrink, no free). Once every byte of it is consumed and no view of it is left
+(``chunk.exports``: each receive makes its own view), receives start again at
+its head, on pages already resident. A chunk is *retired* when the next receive does not fit in
+its tail (or on ``idle()``/``release()``/a reset of the allocator): it gives
+its unused tail back in one native call and joins the chunks being consumed.
+Until then its tail is reserved but not in use: ``Allocator.stats()`` leaves
+it out (the engine is one of the allocator's tracked tails), so the counts
+stay exact at every public call.
+
 *Ownership.* Chunks are ``membuf._core`` auto chunks kept in receive order
-with the stream offset where each ends; a chunk is let go (``disown``) once
-every byte of it is consumed, and from then on lives exactly as long as the
-views the user holds (``Allocator.stats().pinned``). ``idle()`` (the stream
+with the stream offset where each ends; a retired chunk is let go
+(``disown``) once every byte of it is consumed, and from then on lives
+exactly as long as the views the user holds (``Allocator.stats().pinned``).
+A view the user keeps pins its whole chunk, several receives' worth. ``idle()`` (the stream
 was quiet for ``idle_trim`` seconds) copies a buffered partial item out of
 its receive chunk into a right-sized ``bytes`` and trims a reader-owned
 allocator, so an idle connection holds no native memory, partial frame or
@@ -60,6 +80,8 @@ from ._options import StreamOptions
 __all__ = ["ReceiveEngine", "disown_all"]
 
 _MAX_SEGMENTS = 8   # unconsumed segments before a receive coalesces them (if short)
+_CHUNK_RECEIVES = 4  # a receive chunk holds at least this many chunk_size receives
+_OWN_ARENA = 256 << 10  # the first arena of an allocator the engine makes for itself
 _WIDTHS = {"be16": 2, "be24": 3, "be32": 4, "le16": 2, "le32": 4}
 
 
@@ -73,8 +95,9 @@ class ReceiveEngine:
 
     __slots__ = (
         "allocator", "own_allocator", "chunk_size", "max_buffered", "idle_trim",
-        "mem", "reader", "contiguous", "eof", "closed", "busy", "trimmed", "error",
+        "mem", "reader", "contiguous", "_eof", "closed", "busy", "trimmed", "error",
         "_recv_size", "_base_recv", "_max_recv", "_cap", "_item", "_carry", "_chunk", "_view",
+        "_cur", "_cur_off", "_start",
         "received", "receives", "copied", "compacted", "retained", "_chunks", "_kept",
         "_finalizer", "__weakref__",
     )
@@ -83,7 +106,8 @@ class ReceiveEngine:
         if allocator is not None and not isinstance(allocator, Allocator):
             raise TypeError(f"allocator must be a membuf.Allocator, got {type(allocator).__name__}")
         self.own_allocator = allocator is None
-        self.allocator: Allocator = Allocator() if allocator is None else allocator
+        self.allocator: Allocator = (Allocator(arena_size=_OWN_ARENA) if allocator is None
+                                     else allocator)
         chunk, limit = options.chunk_size, options.max_buffered
         self.chunk_size = chunk
         self.max_buffered = limit
@@ -91,7 +115,7 @@ class ReceiveEngine:
         self.mem = Memory()
         self.reader = Reader(self.mem)
         self.contiguous = False      # set by frames(views=True): keep frames in one chunk
-        self.eof = False             # the peer ended the stream (or it broke: see error)
+        self._eof = False            # the peer ended the stream (or it broke: see error)
         self.closed = False          # release() ran: reads refuse
         self.busy = False            # a receive is in progress (one reader task at a time)
         self.trimmed = True          # nothing received since the last idle()
@@ -103,13 +127,28 @@ class ReceiveEngine:
         self._item = 0               # decaying max of what reads waited for
         self._carry = 0
         self._chunk: Any = None      # the chunk handed out by buffer(), until commit/drop
-        self._view: memoryview | None = None
+        self._view: memoryview | None = None   # ...and the region of it: carry + size
+        self._start = 0              # where that region starts in the chunk
+        # The current receive chunk: receives fill it from _cur_off on (its tail).
+        self._cur: Any = None
+        self._cur_off = 0
         self.received = self.receives = self.copied = self.compacted = self.retained = 0
         # Receive chunks in order, each with the stream offset where its bytes end.
         self._chunks: deque[tuple[Any, int]] = deque()
         self._kept = 0               # bytes ever appended to mem (where the last chunk ends)
         # An engine dropped without release() lets go of its chunks all the same.
         self._finalizer = weakref.finalize(self, disown_all, self._chunks)
+
+    @property
+    def eof(self) -> bool:
+        """The peer ended the stream (or it broke: see ``error``); no more receives."""
+        return self._eof
+
+    @eof.setter
+    def eof(self, value: bool) -> None:
+        self._eof = value
+        if value:
+            self.retire()            # no receive comes: the chunk's tail goes back now
 
     # -- receiving -------------------------------------------------------------
 
@@ -146,7 +185,7 @@ class ReceiveEngine:
         room = self.max_buffered - buffered
         decayed = self._item - (self._item >> 3)
         self._item = item = max(decayed, item or buffered + needed)
-        self._cap = min(self._max_recv, max(self._base_recv, 16 * item))
+        self._cap = min(self._max_recv, max(self._base_recv, item))
         size = max(1, min(max(self._recv_size, needed), room))
         carry = 0
         if buffered <= size >> 1 and (self.contiguous or self.mem.count >= _MAX_SEGMENTS):
@@ -155,20 +194,75 @@ class ReceiveEngine:
         return size
 
     def buffer(self, size: int) -> memoryview:
-        """A fresh chunk for ``carry + size`` bytes; returns the part a receive fills.
+        """``size`` writable bytes for a receive, after ``carry`` bytes kept for the
+        partial item: in the current chunk's tail when it is long enough (no native
+        call), else in a new chunk (the old one retires).
 
-        The chunk gives its bytes back when dropped, so an adapter that does not
-        commit it (would block, error, cancelled) frees it by dropping it.
+        Nothing is committed until :meth:`commit`: an adapter that does not commit
+        (would block, error, cancelled) just forgets the view (or calls :meth:`drop`).
         """
         carry = self._carry
-        chunk = self.allocator._auto_chunk(carry + size)
-        view = memoryview(chunk)
-        self._chunk = chunk
+        need = carry + size
+        cur, off = self._cur, self._cur_off
+        if cur is None or cur.nbytes - off < need:
+            self.retire()
+            cur = self._new_chunk(need)
+            off = 0
+        # a view of its own per receive: chunk.exports then counts live views exactly
+        view = memoryview(cur)[off : off + need]
+        self._chunk = cur
         self._view = view
+        self._start = off
         return view[carry:] if carry else view
 
+    def _new_chunk(self, need: int) -> Any:
+        """A new current receive chunk of at least ``need`` bytes (the caller retired the
+        old one); its tail is counted out of the allocator's in_use from now on."""
+        alloc = self.allocator
+        with alloc._tails_lock:               # stats() sees the chunk and its tail together
+            chunk = alloc._auto_chunk(max(need, _CHUNK_RECEIVES * self.chunk_size))
+            if chunk.epoch != alloc._epoch:   # pragma: no cover - a reset raced the malloc
+                return chunk                  # (a chunk of a stale epoch frees nothing)
+            self._cur, self._cur_off = chunk, 0
+            alloc._track_tail(self)
+        return chunk
+
+    def retire(self) -> None:
+        """The current receive chunk takes no more receives: its unused tail goes back
+        now (one native call) and, once consumed, it is let go like any other chunk."""
+        cur = self._cur
+        if cur is None:
+            return
+        alloc = self.allocator
+        with alloc._tails_lock:
+            if self._cur is not cur:          # pragma: no cover - a reset dropped it
+                return
+            self._cur = None
+            used = self._cur_off
+            self._cur_off = 0
+            if cur.epoch == alloc._epoch:     # after a reset the bytes are not ours
+                cur.shrink(used)              # (no view of the tail exists: receives ended)
+        if not used:
+            return                            # nothing committed in it: it dies here
+        consumed = self._kept - len(self.reader)
+        if self._chunks and self._chunks[-1][0] is cur and self._chunks[-1][1] <= consumed:
+            self._chunks.pop()[0].disown()    # consumed already: let go at once
+
+    def _tail_bytes(self) -> int:
+        """Bytes of the current receive chunk not received into (stats() leaves them out)."""
+        cur = self._cur
+        if cur is None or cur.epoch != self.allocator._epoch:
+            return 0
+        return int(cur.nbytes) - self._cur_off
+
+    def _drop_run(self) -> None:
+        """The allocator was reset: receive into a new chunk next time (the old one's
+        bytes are no longer the allocator's; buffered bytes in it stay readable)."""
+        self._cur = None
+        self._cur_off = 0
+
     def drop(self) -> None:
-        """Forget the chunk handed out by :meth:`buffer` (nothing arrived in it)."""
+        """Forget the region handed out by :meth:`buffer` (nothing arrived in it)."""
         self._chunk = self._view = None
 
     def commit(self, n: int) -> None:
@@ -181,10 +275,17 @@ class ReceiveEngine:
             self.release_consumed()               # ...and lets go of where it was
             self.compacted += carry
         size = carry + n
-        chunk.shrink(size)
-        self.mem.push(view[:size])
+        self.mem.push(view[:size] if size < len(view) else view)
         self._kept += size
-        self._chunks.append((chunk, self._kept))
+        chunks = self._chunks
+        if chunk is self._cur:
+            self._cur_off = self._start + size    # the tail starts after what arrived
+            if chunks and chunks[-1][0] is chunk:
+                chunks[-1] = (chunk, self._kept)  # one entry per chunk: where it ends
+            else:
+                chunks.append((chunk, self._kept))
+        else:                                     # pragma: no cover - a reset dropped it
+            chunks.append((chunk, self._kept))
         self.trimmed = False
         self.received += n
         self.receives += 1
@@ -219,8 +320,12 @@ class ReceiveEngine:
                 self.reader._park()   # drop its view of the last segment too
         chunks = self._chunks
         consumed = self._kept - left
-        while chunks and chunks[0][1] <= consumed:
-            chunks.popleft()[0].disown()
+        cur = self._cur
+        while chunks and chunks[0][1] <= consumed and chunks[0][0] is not cur:
+            chunks.popleft()[0].disown()      # (the current chunk stays: it receives on)
+        if chunks and chunks[0][0] is cur and chunks[0][1] <= consumed and not cur.exports:
+            chunks.popleft()                  # consumed and viewed by no one: receive
+            self._cur_off = 0                 # from its start again (the same pages)
 
     def idle(self) -> None:
         """The stream was quiet for ``idle_trim``: hold no native memory beyond need.
@@ -230,6 +335,7 @@ class ReceiveEngine:
         and a reader-owned allocator returns its free arenas to the OS.
         """
         self._chunk = self._view = None
+        self.retire()
         self.release_consumed()
         buffered = len(self.reader)
         if buffered and self._chunks:
@@ -299,6 +405,10 @@ class ReceiveEngine:
             return
         self.closed = True
         self._chunk = self._view = None
+        try:
+            self.retire()
+        except Exception:             # pragma: no cover - a refused shrink keeps the tail
+            self._cur = None
         old_reader, old_mem = self.reader, self.mem
         self.mem = Memory()
         self.reader = Reader(self.mem)

@@ -5,6 +5,7 @@
  *   heap.c    Heap: owns one native allocator; malloc returns views of chunks
  *   chunk.c   Chunk: a buffer exporter over one native range
  *   writer.c  Writer: encodes fields into native (or bytearray) chunks
+ *   bump.c    RecyclableCore: RecyclableMemory's fields and its next_n bump in C
  *
  * Ownership chain (what makes a view safe to keep): a memoryview holds its
  * managed buffer, which holds the Chunk it was exported from, which holds a
@@ -49,6 +50,8 @@ typedef struct ChunkObject {
 extern PyTypeObject Heap_Type;
 extern PyTypeObject Chunk_Type;
 extern PyTypeObject Writer_Type;                /* writer.c */
+extern PyTypeObject RecyclableCore_Type;        /* bump.c: under membuf.RecyclableMemory */
+int bump_exec(PyObject *module);                /* bump.c: readies and adds RecyclableCore */
 extern PyMethodDef writer_module_methods[];     /* writer.c: _bind_writer */
 
 /* Result codes of Heap.free beyond the allocator's own (alloc.h). */

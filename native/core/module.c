@@ -104,6 +104,9 @@ static int core_exec(PyObject *m)
     /* reader.c: MemoryCore, Reader, Transaction, Framer (framer.c) */
     if (reader_exec(m) < 0)
         return -1;
+    /* bump.c: RecyclableCore (a MemoryCore, so after reader_exec) */
+    if (bump_exec(m) < 0)
+        return -1;
     return 0;
 }
 
