@@ -789,3 +789,30 @@ async def test_receive_chunk_tail_is_not_in_use_and_goes_back_on_idle() -> None:
             assert (s.in_use, s.pinned, rx.stats().compacted) == (0, 0, 1), s
     s = rx.allocator.stats()
     assert (s.in_use, s.pinned) == (0, 0), s
+
+
+def test_open_engines_share_the_receive_budget() -> None:
+    """One connection waiting for a 64 KiB item may receive 16 of them at a time; with
+    enough connections open that 16 x the item each would pass RECEIVE_BUDGET, each is
+    held to about one item (resident memory grows with connections, not with items)."""
+    from membuf._stream import _engine
+    from membuf._stream._options import StreamOptions
+
+    opts = StreamOptions.make(None, max_buffered=16 << 20)
+    item = 64 << 10
+
+    def cap_with(open_engines: int) -> int:
+        engines = [_engine.ReceiveEngine(None, opts) for _ in range(open_engines)]
+        try:
+            engines[0].plan(item)
+            return engines[0]._cap
+        finally:
+            for e in engines:
+                e.release()
+
+    before = _engine._live[0]
+    alone = cap_with(1)
+    crowded = cap_with(_engine.RECEIVE_BUDGET // item + 1)
+    assert _engine._live[0] == before           # released engines left the count
+    assert alone == 16 * item
+    assert item <= crowded < 2 * item
