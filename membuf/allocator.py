@@ -94,7 +94,9 @@ class Allocator:
         arena_size: size of the first arena; later ones double.
         max_arena_size: cap on a regular arena; larger requests get a dedicated arena.
         max_bytes: cap on reserved memory (arenas, spare included); ``None`` for none.
-        strategy: ``"first-fit"`` (lowest address) or ``"best-fit"`` (smallest range).
+        strategy: ``"good-fit"`` (the default: size-class lists in front of the
+            address-ordered index, O(1) malloc; docs/allocator.md), ``"first-fit"``
+            (lowest address) or ``"best-fit"`` (smallest range), both exact.
         hugepages: ask the kernel for transparent huge pages (falls back silently).
         debug: poison fresh and freed bytes, quarantine freed ranges, remember the
             stack of every allocation for :meth:`leaks` (also ``MEMBUF_DEBUG=1``).
@@ -109,7 +111,7 @@ class Allocator:
         arena_size: int = 64 << 10,
         max_arena_size: int = 4 << 20,
         max_bytes: int | None = None,
-        strategy: str = "first-fit",
+        strategy: str = "good-fit",
         hugepages: bool = False,
         debug: bool = False,
     ) -> None:

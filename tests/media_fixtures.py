@@ -181,6 +181,17 @@ def rtmp_publish_commands(name: str, app: str = "live") -> bytes:
             + rtmp_command("publish", 3.0, None, name, "live", csid=5, sid=1))
 
 
+def rtmp_play_commands(name: str, app: str = "live", *, buffer_ms: int = 3000) -> bytes:
+    """connect, createStream, getStreamLength, play and Set Buffer Length, as ffmpeg sends
+    them to play ``app/name`` (play on stream 1, chunk stream 8)."""
+    set_buffer = b"\x00\x03" + (1).to_bytes(4, "big") + buffer_ms.to_bytes(4, "big")
+    return (rtmp_command("connect", 1.0, {"app": app, "flashVer": "LNX 9,0,124,2"})
+            + rtmp_command("createStream", 2.0, None)
+            + rtmp_command("getStreamLength", 3.0, None, name, csid=8, sid=1)
+            + rtmp_command("play", 4.0, None, name, -2000.0, csid=8, sid=1)
+            + rtmp_message(4, set_buffer, csid=2))   # User Control: Set Buffer Length
+
+
 def rtmp_video(body: bytes, ts: int = 0, *, csid: int = 6, chunk_size: int = 128) -> bytes:
     return rtmp_message(VIDEO, body, csid=csid, sid=1, ts=ts, chunk_size=chunk_size)
 

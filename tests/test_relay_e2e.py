@@ -39,6 +39,7 @@ from media_fixtures import (
     needs_ffmpeg,
     rtmp_command,
     rtmp_handshake,
+    rtmp_play_commands,
     rtmp_publish,
     rtmp_video,
 )
@@ -153,14 +154,6 @@ def test_players_join_mid_stream_and_record_exactly_the_source_from_a_keyframe(
 # -- in-process: a raw RTMP player -------------------------------------------------
 
 
-def play_commands(name: str, app: str = "live") -> bytes:
-    """connect, createStream, getStreamLength and play, as ffmpeg sends them."""
-    return (rtmp_command("connect", 1.0, {"app": app, "type": "nonprivate"})
-            + rtmp_command("createStream", 2.0, None)
-            + rtmp_command("getStreamLength", 3.0, None, name, csid=8, sid=1)
-            + rtmp_command("play", 4.0, None, name, -2000.0, csid=8, sid=1))
-
-
 class RawPlayer:
     """A player that parses what the server sends with membuf's own ChunkReader."""
 
@@ -193,7 +186,7 @@ class RawPlayer:
 
     async def play(self, stream: trio.SocketStream, name: str) -> None:
         await rtmp_handshake(stream)
-        await stream.send_all(play_commands(name))
+        await stream.send_all(rtmp_play_commands(name))
         while True:
             data = await stream.receive_some(1 << 16)
             if not data:
@@ -245,7 +238,7 @@ def test_a_stalled_player_is_bounded_and_stalls_nobody() -> None:
     async def body(port: int) -> None:
         stalled = await connect(port, rcvbuf=4096)
         await rtmp_handshake(stalled)
-        await stalled.send_all(play_commands("s"))          # and never reads again
+        await stalled.send_all(rtmp_play_commands("s"))          # and never reads again
         async with trio.open_nursery() as nursery:
             nursery.start_soon(reader.play, await connect(port), "s")
             await wait_for(lambda: len(players_of(server)) == 2)

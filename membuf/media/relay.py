@@ -287,7 +287,8 @@ class Relay:
         self.counts: RelayCounts | None = None
         self._gop: Callable[[], list[Packet]] = list
         self._configs: Callable[[], list[Packet]] = list
-        self._drained: Callable[[], None] | None = None
+        # streams that ended, each with its players still being sent what they queued
+        self._draining: list[tuple[set[Player], Callable[[], None]]] = []
         self._fresh = False
 
     @property
@@ -329,11 +330,11 @@ class Relay:
         """The stream ended: end its players; call ``drained()`` once the last one is done."""
         self.counts = None
         self._configs = self._gop = list
-        attached = [p for p in self.players if p.counts is not None]
+        attached = {p for p in self.players if p.counts is not None and not p.ending}
         for p in attached:
             p.end()
         if attached:
-            self._drained = drained
+            self._draining.append((attached, drained))
         else:
             drained()
 
@@ -341,9 +342,14 @@ class Relay:
         """``player``'s connection is gone: drop its queue; maybe the stream's last one."""
         player.drop()
         self.players.discard(player)
-        if self._drained is not None and not any(p.ending for p in self.players):
-            drained, self._drained = self._drained, None
-            drained()
+        done = []
+        for entry in self._draining:
+            entry[0].discard(player)
+            if not entry[0]:
+                done.append(entry)
+        for entry in done:
+            self._draining.remove(entry)
+            entry[1]()
 
     def idle(self) -> bool:
-        return not self.players and self.counts is None and self._drained is None
+        return not self.players and self.counts is None and not self._draining
