@@ -73,8 +73,10 @@ native/tests/test_%: native/tests/test_%.c $(NATIVE)
 benchmarks/alloc_bench: benchmarks/alloc_bench.c $(NATIVE)
 	$(CC) -std=c99 -O2 -Wall -Wextra -Inative -o $@ benchmarks/alloc_bench.c $(NATIVE_SRC) -lpthread -ldl
 
-# The benchmark suite: rich, matplotlib and leb128 (the `bench` extra), mimalloc and jemalloc
-# (Debian packages, best effort) for the allocator comparison. `bench` rewrites docs/benchmarks.md.
+# The benchmark suite: rich, matplotlib and leb128 (the `bench` extra); best effort: mimalloc and
+# jemalloc (Debian) for the allocator comparison, redis-tools, pyrtmp for RTMP ingest, nginx +
+# libnginx-mod-rtmp (Debian) for RTMP relay. Bench only: `make test` needs none of them.
+# `bench` rewrites docs/benchmarks.md.
 bench-deps: $(STAMP)
 	@$(PY) -c "import rich, matplotlib, leb128" 2>/dev/null || $(PY) -m pip install -q -e '.[bench]'
 	-@if command -v apt-get >/dev/null 2>&1 && ! ldconfig -p | grep -q libjemalloc.so.2; then \
@@ -84,6 +86,12 @@ bench-deps: $(STAMP)
 		(export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q redis-tools || \
 		 (apt-get update -q && apt-get install -y -q redis-tools)) >/dev/null 2>&1 \
 		|| echo "redis-benchmark not installed: the RESP row is skipped"; fi
+	-@$(PY) -c "import pyrtmp" 2>/dev/null || $(PY) -m pip install -q pyrtmp \
+		|| echo "pyrtmp not installed: the RTMP ingest rows are skipped"
+	-@if command -v apt-get >/dev/null 2>&1 && ! [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then \
+		(export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q nginx libnginx-mod-rtmp || \
+		 (apt-get update -q && apt-get install -y -q nginx libnginx-mod-rtmp)) >/dev/null 2>&1 \
+		|| echo "nginx-rtmp not installed: the RTMP relay rows are skipped"; fi
 
 bench: bench-deps benchmarks/alloc_bench
 	$(PY) -m membuf bench

@@ -16,7 +16,10 @@ that the suite checks against the generator's.
   and TLS over asyncio and trio) that accept the sender's connections and run one
   receiver on each, timed; the raw limits of each library (``recv_into`` into one
   buffer, no parsing);
-* reader calls: one value per call (``Reader.read_be`` against ``struct``...).
+* reader calls: one value per call (``Reader.read_be`` against ``struct``...);
+* RTMP relays (:class:`NginxRelay`, :class:`MembufRelay`): a server process on a
+  loopback port that one ffmpeg publishes to and N ffmpeg players pull from
+  (suite_rtmp.py reads the processes' CPU and RSS in ``/proc``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import io
+import json
 import operator
+import shutil
+import signal
 import socket
 import ssl
 import struct
@@ -33,6 +39,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from _common import HERE, CheckError, Checksum
@@ -927,3 +934,185 @@ def leb128_decode_reads(blob: bytes, n: int, width: int = 3) -> int:
         pos += width
     return total
 
+
+
+# -- RTMP relays: a server process on a loopback port (suite_rtmp.py) ------------------------------
+# One ffmpeg publishes to rtmp://127.0.0.1:PORT/live/bench, N ffmpeg players pull it. Each relay
+# is one process doing the relaying (nginx: its master, idle, and one worker), measured in /proc.
+
+NGINX_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
+
+# Debian's nginx and libnginx-mod-rtmp, their defaults but for what a benchmark needs: one
+# worker (membuf serves from one process too), logs and pid in a temp dir, a loopback port,
+# and publish_notify on, which sends players NetStream.Play.UnpublishNotify when the publisher
+# leaves: ffmpeg ends on it. Without it nginx keeps the players waiting for a next publisher.
+NGINX_CONF = """\
+load_module {module};
+daemon off;
+master_process on;
+worker_processes 1;
+error_log {tmp}/error.log warn;
+pid {tmp}/nginx.pid;
+events {{ worker_connections 1024; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{port};
+        application live {{
+            live on;
+            publish_notify on;
+        }}
+    }}
+}}
+"""
+
+
+def tcp_sockets(port: int, state: str) -> int:
+    """Loopback TCP sockets whose local port is ``port``, in ``state`` ("01" established,
+    "0A" listening), from /proc/net/tcp."""
+    n = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        f = line.split()
+        if int(f[1].rsplit(":", 1)[1], 16) == port and f[3] == state:
+            n += 1
+    return n
+
+
+class Relay:
+    """A relay server: ``start()`` it on ``port``, ``pids()`` to measure, ``stop()`` for its
+    summary. ``missing()`` says why it cannot run on this machine ("" when it can)."""
+
+    name = ""
+
+    def __init__(self, port: int, tmp: Path) -> None:
+        self.port, self.tmp = port, tmp
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.out = tmp / f"{self.name}.out"
+        self.err = tmp / f"{self.name}.err"
+
+    @staticmethod
+    def missing() -> str:
+        return ""
+
+    @staticmethod
+    def form() -> str:
+        return ""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 30) -> None:
+        """Start the server and wait until it listens; raise with its stderr if it does not."""
+        with open(self.out, "wb") as out, open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=err)
+        deadline = time.monotonic() + timeout
+        while not tcp_sockets(self.port, "0A"):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not listen on 127.0.0.1:{self.port}: "
+                                   f"{self.log_tail()}")
+            time.sleep(0.05)
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid]
+
+    def log_tail(self) -> str:
+        text = self.err.read_text(errors="replace") if self.err.exists() else ""
+        return text.strip()[-1500:] or "(no output)"
+
+    def _stop(self, sig: int) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> dict[str, Any]:
+        """Stop the server; what it reported (per stream, when it reports anything)."""
+        raise NotImplementedError
+
+
+class NginxRelay(Relay):
+    """nginx with nginx-rtmp's ``live`` application (Debian nginx + libnginx-mod-rtmp)."""
+
+    name = "nginx-rtmp"
+
+    @staticmethod
+    def missing() -> str:
+        if not shutil.which("nginx"):
+            return "nginx is not installed (make bench-deps: apt-get install nginx libnginx-mod-rtmp)"
+        if not NGINX_MODULE.exists():
+            return f"{NGINX_MODULE} is missing (apt-get install libnginx-mod-rtmp)"
+        return ""
+
+    @staticmethod
+    def form() -> str:
+        nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+        mod = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "libnginx-mod-rtmp"],
+                             capture_output=True, text=True).stdout.strip()
+        return (f"nginx-rtmp {mod.split(':')[-1].split('+')[0] or '?'} "
+                f"(nginx {nginx.rsplit('/', 1)[-1]}, 1 worker)")
+
+    def command(self) -> list[str]:
+        conf = self.tmp / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(module=NGINX_MODULE, tmp=self.tmp, port=self.port))
+        return ["nginx", "-p", str(self.tmp), "-e", str(self.err), "-c", str(conf)]
+
+    def pids(self) -> list[int]:
+        """The master (``daemon off``: the process started) and its workers."""
+        master = super().pids()[0]
+        kids = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    stat = (d / "stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                    kids.append(int(d.name))
+        return [master, *sorted(kids)]
+
+    def start(self, timeout: float = 30) -> None:
+        super().start(timeout)
+        deadline = time.monotonic() + timeout
+        while len(self.pids()) < 2:                     # the worker is forked after listen
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"nginx started no worker: {self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop(signal.SIGQUIT)                      # graceful shutdown
+        return {}
+
+
+class MembufRelay(Relay):
+    """``python -m membuf serve-rtmp --port PORT --quiet --json`` (one process)."""
+
+    name = "membuf"
+
+    @staticmethod
+    def form() -> str:
+        return "membuf serve-rtmp"
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "membuf", "serve-rtmp", "--port", str(self.port),
+                "--quiet", "--json"]
+
+    def stop(self) -> dict[str, Any]:
+        """SIGINT; the ``--json`` summaries of the streams it served, merged by stream key."""
+        self._stop(signal.SIGINT)
+        streams: dict[str, Any] = {}
+        for line in self.out.read_text(errors="replace").splitlines():
+            try:
+                streams.update(json.loads(line).get("streams", {}))
+            except (ValueError, AttributeError):
+                continue
+        return streams
+
+
+RELAYS: dict[str, type[Relay]] = {"nginx": NginxRelay, "membuf": MembufRelay}

@@ -48,38 +48,59 @@ _CRLF = memoryview(b"\r\n")
 
 
 class Packet:
-    """One message as players receive it: its chunked wire form and the body it points into.
+    """One message as players receive it, and the body its wire forms point into.
 
-    ``wire`` is a list of segments (headers and views of ``body``); ``size``
-    is the payload length (what a player's budget counts). ``body`` is
-    ``None`` for a packet that owns nothing (session replies).
+    ``wire`` is the RTMP form, a list of segments (chunk headers and views of
+    ``body``), made on first use with the Writer the packet was made with and
+    then shared by every RTMP player; :meth:`flv_tag` is the FLV form. A
+    stream nobody plays never writes either. ``size`` is the payload length
+    (what a player's budget counts). ``body`` is ``None`` for a packet that
+    owns nothing (session replies).
     """
 
-    __slots__ = ("type", "timestamp", "key", "config", "size", "wire", "wire_size", "body",
-                 "payload", "flv", "flv_size")
+    __slots__ = ("type", "timestamp", "key", "config", "size", "body", "payload", "_w",
+                 "_chunking", "_wire", "_wire_size", "flv", "flv_size")
 
-    def __init__(self, mtype: int, timestamp: int, wire: list[memoryview], size: int,
-                 body: RecyclableMemory | None, *, key: bool = False,
-                 config: bool = False, payload: memoryview | None = None) -> None:
+    def __init__(self, mtype: int, timestamp: int, payload: memoryview | None,
+                 body: RecyclableMemory | None, *, key: bool = False, config: bool = False,
+                 wire: list[memoryview] | None = None, writer: PyWriter | None = None,
+                 chunking: tuple[int, int, int] = (5, 1, 4096)) -> None:
         self.type = mtype
         self.timestamp = timestamp
         self.key = key              # a video keyframe: where a player may start
         self.config = config        # a sequence header, metadata or a reply: never dropped
-        self.size = size
-        self.wire = wire
-        self.wire_size = sum(len(s) for s in wire)
         self.body = body
         self.payload = payload      # the view of ``body`` the wire forms point into
-        self.flv: list[memoryview] | None = None   # as an FLV tag, made on first use
-        self.flv_size = 0
+        self.size = 0 if payload is None else len(payload)
+        self._w = writer
+        self._chunking = chunking   # (csid, stream id, chunk size) of the RTMP form
+        self._wire = wire
+        self._wire_size = 0 if wire is None else sum(len(s) for s in wire)
+        self.flv: list[memoryview] | None = wire   # as an FLV tag, made on first use
+        self.flv_size = self._wire_size
+
+    @property
+    def wire(self) -> list[memoryview]:
+        """The RTMP chunks: headers written once, payload by reference."""
+        if self._wire is None:
+            w = self._w
+            assert w is not None and self.payload is not None
+            csid, stream_id, chunk_size = self._chunking
+            rtmp.write_message(w, self.type, self.payload, csid=csid, stream_id=stream_id,
+                               timestamp=self.timestamp & 0xFFFFFFFF, chunk_size=chunk_size)
+            self._wire = list(w.take())
+            self._wire_size = sum(len(s) for s in self._wire)
+        return self._wire
+
+    @property
+    def wire_size(self) -> int:
+        return self._wire_size if self._wire is not None else sum(len(s) for s in self.wire)
 
     def flv_tag(self, w: PyWriter) -> list[memoryview]:
         """The packet as an FLV tag (HTTP-FLV players): header, payload by reference,
         previous-tag size; written once with ``w`` and shared by every such player."""
         if self.flv is None:
-            if self.payload is None:            # owns nothing: its bytes go out as they are
-                self.flv, self.flv_size = self.wire, self.wire_size
-                return self.flv
+            assert self.payload is not None
             n, ts = len(self.payload), self.timestamp & 0xFFFFFFFF
             w.write_byte(self.type)
             w.write_be(3, n)
@@ -111,20 +132,21 @@ class Packet:
 def make_packet(w: PyWriter, mtype: int, timestamp: int, payload: memoryview,
                 body: RecyclableMemory | None, *, csid: int, stream_id: int, chunk_size: int,
                 key: bool = False, config: bool = False) -> Packet:
-    """Chunk ``payload`` (a view into ``body``) with ``w``: headers written, payload by reference.
+    """A packet of ``payload`` (a view into ``body``), chunked with ``w`` when a player
+    first needs it. The Packet takes over the caller's reference to ``body``.
 
-    The Packet takes over the caller's reference to ``body``.
+    Raises:
+        TypeError, ValueError: a header field out of range (as ``rtmp.write_message``).
     """
-    rtmp.write_message(w, mtype, payload, csid=csid, stream_id=stream_id,
-                       timestamp=timestamp & 0xFFFFFFFF, chunk_size=chunk_size)
-    return Packet(mtype, timestamp, list(w.take()), len(payload), body, key=key, config=config,
-                  payload=payload)
+    rtmp.check_header("make_packet", mtype, csid, stream_id, timestamp & 0xFFFFFFFF, chunk_size)
+    return Packet(mtype, timestamp, payload, body, key=key, config=config, writer=w,
+                  chunking=(csid, stream_id, chunk_size))
 
 
 def control_packet(segments: Iterable[Any]) -> Packet:
     """Session replies (handshake, status, acknowledgements) as a packet that owns nothing."""
     wire = [memoryview(s).cast("B") for s in segments]
-    return Packet(0, 0, wire, 0, None, config=True)
+    return Packet(0, 0, None, None, config=True, wire=wire)
 
 
 @dataclass

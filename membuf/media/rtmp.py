@@ -396,8 +396,9 @@ class ChunkReader:
         return sum(cs.filled for cs in self._streams.values() if cs.body is not None)
 
 
-def _check_header(what: str, mtype: int, csid: int, stream_id: int, timestamp: int,
+def check_header(what: str, mtype: int, csid: int, stream_id: int, timestamp: int,
                   chunk_size: int) -> None:
+    """TypeError / ValueError unless the fields fit a chunk header (``what`` names the caller)."""
     check_size(what, "chunk_size", chunk_size, minimum=1)
     for name, value, top in (("mtype", mtype, 0xFF), ("timestamp", timestamp, 0xFFFFFFFF),
                              ("stream_id", stream_id, 0xFFFFFFFF), ("csid", csid, 63)):
@@ -422,7 +423,7 @@ def write_message(w: PyWriter, mtype: int, payload: Any, *, csid: int = 2, strea
         ValueError: an argument out of range (a message type is one byte, a timestamp
             and a stream id four, a csid 2..63).
     """
-    _check_header("write_message", mtype, csid, stream_id, timestamp, chunk_size)
+    check_header("write_message", mtype, csid, stream_id, timestamp, chunk_size)
     segments = list(payload) if isinstance(payload, Memory) else [as_view(payload)]
     n = sum(len(s) for s in segments)
     ts = min(timestamp, 0xFFFFFF)

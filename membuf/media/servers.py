@@ -135,7 +135,7 @@ class _Watchdog:
     """
 
     __slots__ = ("scope", "idle", "handshake", "_handshake_deadline", "_last", "started",
-                 "waiting")
+                 "waiting", "_slack")
 
     def __init__(self, limits: Limits) -> None:
         now = trio.current_time()
@@ -143,14 +143,20 @@ class _Watchdog:
         self.handshake = limits.handshake_timeout
         self._handshake_deadline = now + self.handshake
         self._last = now
+        # moving a trio deadline costs a few microseconds; a receive every millisecond
+        # moves it at most every _slack seconds (the timeout is that much early at worst)
+        self._slack = min(0.25, self.idle / 8)
         self.started = False
         #: while this says True (a player waiting for its publisher) no timeout applies
         self.waiting: Callable[[], bool] = _never
         self.scope = trio.CancelScope(deadline=min(self._handshake_deadline, now + self.idle))
 
-    def activity(self) -> None:
+    def activity(self, force: bool = False) -> None:
         """Bytes arrived or went out: push the idle deadline forward."""
-        now = self._last = trio.current_time()
+        now = trio.current_time()
+        if now - self._last < self._slack and not force:
+            return
+        self._last = now
         if self.waiting():
             self.scope.deadline = math.inf
             return
@@ -160,7 +166,7 @@ class _Watchdog:
         """The peer publishes or plays: from now on only the idle timeout applies."""
         self.started = True
         self._handshake_deadline = math.inf
-        self.activity()
+        self.activity(force=True)
 
     def reason(self) -> str:
         if not self.started and self._handshake_deadline <= self._last + self.idle:
