@@ -341,8 +341,8 @@ def test_player_slow_reader_is_bounded_and_skips_to_the_next_keyframe() -> None:
             assert counts.skipped == 8 + 1 + 20 and player.held == 400
             assert all(p.body is not None and p.body.refcount == 1 for p in media)
             player.end()
-            send.tx.send_nowait(None)
-            send.tx.send_nowait(None)
+            for _ in range(len(media) + 4):    # a token per send (spares: no hang if not 2)
+                send.tx.send_nowait(None)
         assert send.data == [wire_bytes(key0), b"".join(
             wire_bytes(p) for p in (config, reply, key30, last))]
         assert player.done and player.held == 0
@@ -934,3 +934,96 @@ def test_make_packet_wire_points_into_the_body() -> None:
         m.body.recycle()
         p.recycle()
         assert a.stats().in_use == 0
+
+
+# -- direct sends (Player(nowait=...)) ---------------------------------------------------
+
+
+class Kernel:
+    """A ``nowait`` that takes at most ``room`` bytes per call (then 0: the socket is full),
+    recording what it took."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.took = bytearray()
+        self.calls = 0
+
+    def __call__(self, segments: list[memoryview]) -> int:
+        self.calls += 1
+        data = b"".join(bytes(s) for s in segments)[: self.room]
+        self.took += data
+        self.room -= len(data)
+        return len(data)
+
+
+@pytest.mark.parametrize("room", [0, 1, 100, 333, 10_000, 1 << 30])
+def test_direct_sends_then_the_task_sends_the_rest_in_order(room: int) -> None:
+    """Packets offered while nothing is queued go out from the offering task; once the
+    kernel stops taking them (here after ``room`` bytes) the rest, the half-sent packet's
+    tail first, goes out from the player's task: the bytes the peer gets are exactly the
+    packets' wire forms in order, and every body is recycled once."""
+    a, w = Allocator(), Writer()
+    kernel = Kernel(room)
+    player = Player(1 << 20, nowait=kernel)
+    player.counts = RelayCounts()
+    packets = [body_packet(a, w, n, 50 + 37 * n, key=n == 0) for n in range(12)]
+    want = b"".join(wire_bytes(p) for p in packets)
+    sent = bytearray()
+
+    async def send(mem: Memory) -> None:
+        sent.extend(mem.to_bytes())
+        await trio.lowlevel.checkpoint()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(player.run, send, lambda: None)
+            await trio.testing.wait_all_tasks_blocked()
+            for p in packets:
+                player.offer(p)
+                p.recycle()                 # the test's own reference
+            player.end()
+
+    trio.run(main)
+    assert bytes(kernel.took) + bytes(sent) == want
+    assert len(kernel.took) == min(room, len(want))
+    assert player.held == 0 and not player.queue
+    assert player.counts.messages == 12 and player.counts.payload_copies == 0
+    assert a.stats().in_use == 0                    # every body recycled exactly once
+
+
+def test_a_half_sent_packet_survives_a_skip_to_the_next_keyframe() -> None:
+    """Over budget, a player drops its queued media, but never the packet whose first
+    bytes the kernel already took (the peer would get half a message)."""
+    a, w = Allocator(), Writer()
+    kernel = Kernel(10)                             # takes 10 bytes, then is full
+    player = Player(1000, nowait=kernel)
+    first = body_packet(a, w, 0, 400, key=True)
+    player.offer(first)
+    assert player._offset == 10 and list(player.queue) == [first]
+    second = body_packet(a, w, 1, 400)
+    player.offer(second)                            # queued: 800 held
+    third = body_packet(a, w, 2, 400)
+    player.offer(third)                             # over budget: skip (drop `second`)
+    assert list(player.queue) == [first]            # the half-sent one stays
+    assert player.waiting_key and player.held == 400
+    player.drop()
+    for p in (first, second, third):
+        p.recycle()
+    assert a.stats().in_use == 0
+
+
+def test_a_failing_direct_send_falls_back_to_the_players_task() -> None:
+    """A peer gone mid-stream makes ``nowait`` raise: the offering task (the publisher)
+    must not see it; the packet is queued and the player's own task finds the error."""
+    a, w = Allocator(), Writer()
+
+    def broken(segments: list[memoryview]) -> int:
+        raise trio.BrokenResourceError("peer reset")
+
+    player = Player(1 << 20, nowait=broken)
+    p = body_packet(a, w, 0, 100, key=True)
+    player.offer(p)                                 # does not raise
+    assert list(player.queue) == [p] and player.nowait is None
+    player.drop()
+    p.recycle()
+    assert a.stats().in_use == 0

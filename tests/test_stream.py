@@ -816,3 +816,52 @@ def test_open_engines_share_the_receive_budget() -> None:
     assert _engine._live[0] == before           # released engines left the count
     assert alone == 16 * item
     assert item <= crowded < 2 * item
+
+
+@trio_test
+async def test_send_nowait_takes_what_the_kernel_takes_and_send_sends_the_rest() -> None:
+    """``Connection.send_nowait`` over real loopback TCP: an idle socket takes a small
+    gather send whole; a full one takes part or nothing, never blocking; it refuses to cut
+    into a ``send`` in progress; what it took plus what ``send`` sends arrives in order."""
+    import socket as stdlib_socket
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server_stream = await listeners[0].accept()
+    server_stream.socket.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
+    conn = membuf.Connection(server_stream)
+    assert conn.zero_copy_send
+    small = [memoryview(b"head"), memoryview(b"-payload-"), memoryview(b"tail")]
+    assert conn.send_nowait(small) == 17              # an idle socket takes it all
+    big = [memoryview(bytes([i]) * 65536) for i in range(64)]   # 4 MiB: the socket fills
+    total = sum(len(s) for s in big)
+    rest = list(big)
+    took = conn.send_nowait(rest)
+    assert 0 < took < total
+    i = membuf.memory.step_over(rest, 0, took)
+    more = conn.send_nowait(rest[i:])           # full: little or nothing, never blocking
+    assert 0 <= more < total - took
+    i = membuf.memory.step_over(rest, i, more)
+    got = bytearray()
+
+    async def read_all(n: int) -> None:
+        while len(got) < n:
+            got.extend(await client.receive_some(1 << 16))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_all, 17 + total)
+        sending = trio.Event()
+
+        async def rest_of_it() -> None:
+            sending.set()
+            await conn.send(Memory(*rest[i:]))
+
+        nursery.start_soon(rest_of_it)
+        await sending.wait()
+        assert conn.send_nowait([memoryview(b"cut in")]) == 0   # a send is in progress
+    want = b"head-payload-tail" + b"".join(bytes(s) for s in big)
+    assert bytes(got) == want
+    await conn.aclose()
+    await client.aclose()
+    await listeners[0].aclose()

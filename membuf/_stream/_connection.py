@@ -65,6 +65,7 @@ class Connection:
         self.stream = stream
         self.peer = peer
         self._sender = sender
+        self._sending = 0        # sends in progress (send_nowait must not cut into one)
         self._closed = False
 
     async def send(self, memory: Memory | Any) -> None:
@@ -77,7 +78,28 @@ class Connection:
             the library's broken / closed errors (trio.BrokenResourceError,
             ConnectionResetError under asyncio, anyio.BrokenResourceError).
         """
-        await self._sender.send(segments_of(memory))
+        self._sending += 1
+        try:
+            await self._sender.send(segments_of(memory))
+        finally:
+            self._sending -= 1
+
+    def send_nowait(self, segments: list[memoryview]) -> int:
+        """Hand the kernel as many bytes of ``segments`` as it takes now, without
+        waiting, in one gather send; returns how many (0 when the socket is full, while
+        a :meth:`send` is in progress, or on a path that cannot: TLS, asyncio, anyio).
+
+        The bytes are sent by the time it returns; a caller sends the rest with
+        :meth:`send`. A server fanning one message out to many peers uses it to
+        write to every idle peer from the task that has the message, with no task
+        switch per peer.
+
+        Raises:
+            the library's broken error (trio.BrokenResourceError) when the peer is gone.
+        """
+        if self._sending or self._closed:
+            return 0
+        return self._sender.send_nowait(segments)
 
     async def send_eof(self) -> None:
         """Half-close: the peer reads end of stream; this side can still read.

@@ -75,6 +75,11 @@ class Sender:
     async def send(self, segments: list[memoryview]) -> None:
         raise NotImplementedError
 
+    def send_nowait(self, segments: list[memoryview]) -> int:
+        """Hand the kernel what it takes now, without waiting: the bytes it took (0 where
+        this sender cannot, or the socket is full)."""
+        return 0
+
     async def send_eof(self) -> None:
         raise NotImplementedError
 

@@ -190,6 +190,19 @@ class TrioSender(Sender):
         self.stream = stream
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self.gathers = self._socket is not None and _HAS_SENDMSG
+        # the stdlib socket under trio's (non-blocking), for send_nowait
+        self._raw = getattr(self._socket, "_sock", None) if self.gathers else None
+
+    def send_nowait(self, segments: list[memoryview]) -> int:
+        raw = self._raw
+        if raw is None or not segments:
+            return 0
+        try:
+            return int(raw.sendmsg(segments[:IOV_MAX]))
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            raise broken("trio", exc) from None
 
     async def send(self, segments: list[memoryview]) -> None:
         sock = self._socket

@@ -37,7 +37,7 @@ from typing import Any
 
 import trio
 
-from ..memory import Memory, RecyclableMemory, from_views
+from ..memory import Memory, RecyclableMemory, from_views, step_over
 from ..writer import PyWriter
 from . import rtmp
 
@@ -165,6 +165,10 @@ class RelayCounts:
                 "skipped": self.skipped}
 
 
+def _nothing() -> None:
+    pass
+
+
 class Player:
     """One playing connection's queue of packets, and the task that sends it.
 
@@ -174,13 +178,21 @@ class Player:
         flv: an HTTP-FLV player: packets go out as FLV tags, written with this Writer,
             each batch one chunk of HTTP's chunked transfer coding (``None``: an RTMP
             player, packets go out as RTMP chunks).
+        nowait: ``Connection.send_nowait`` of an RTMP player: a packet offered while
+            nothing is queued or being sent is written at once from the offering
+            task (no task switch, nothing retained when the kernel takes it all);
+            the rest of it is queued for the player's task.
     """
 
-    def __init__(self, budget: int, *, copies: bool = False,
-                 flv: PyWriter | None = None) -> None:
+    def __init__(self, budget: int, *, copies: bool = False, flv: PyWriter | None = None,
+                 nowait: Callable[[list[memoryview]], int] | None = None) -> None:
         self.budget = budget
         self.copies = copies
         self.flv = flv
+        self.nowait = nowait if flv is None else None
+        self._offset = 0              # wire bytes of queue[0] already sent (by nowait)
+        self._sending = False         # the player's task has a batch in flight
+        self._progress: Callable[[], None] = _nothing
         self.queue: deque[Packet] = deque()
         self.held = 0                 # payload bytes queued or being sent
         self.waiting_key = True       # until a video keyframe starts the picture
@@ -207,17 +219,38 @@ class Player:
             self.waiting_key = False
         if self.flv is not None:
             packet.flv_tag(self.flv)
+        elif self.nowait is not None and not self.queue and not self._sending:
+            try:
+                sent = self.nowait(packet.wire)
+            except Exception:      # the peer is gone: its own task finds out and leaves
+                sent = 0
+                self.nowait = None
+            if sent == packet.wire_size:
+                self._count((packet,))
+                self._progress()
+                return
+            self._offset = sent
         packet.retain()
         self.queue.append(packet)
         self.held += packet.size
         self._lot.unpark_all()
 
+    def _count(self, sent: Iterable[Packet]) -> None:
+        counts = self.counts
+        if counts is not None:
+            for p in sent:
+                if p.body is not None:
+                    counts.messages += 1
+                    counts.bytes += p.size
+                    if self.copies:
+                        counts.payload_copies += 1
+
     def _skip_to_key(self) -> None:
         """Over budget: drop the queued media (keep replies and sequence headers)."""
         kept: deque[Packet] = deque()
         dropped = 0
-        for p in self.queue:
-            if p.config:
+        for i, p in enumerate(self.queue):
+            if p.config or (i == 0 and self._offset):   # (a packet half sent stays)
                 kept.append(p)
             else:
                 self.held -= p.size
@@ -245,6 +278,7 @@ class Player:
         ``progress`` is called after every send (the connection's idle watchdog).
         """
         queue = self.queue
+        self._progress = progress
         try:
             while True:
                 while not self.queue:
@@ -256,6 +290,13 @@ class Player:
                 segments: list[memoryview] = []
                 size = 0
                 flv = self.flv is not None
+                if self._offset:        # the head was sent in part by nowait
+                    p = queue.popleft()
+                    batch.append(p)
+                    rest = list(p.wire)
+                    segments.extend(rest[step_over(rest, 0, self._offset):])
+                    size += p.wire_size - self._offset
+                    self._offset = 0
                 while queue and size < BATCH:
                     p = queue.popleft()
                     batch.append(p)
@@ -268,20 +309,15 @@ class Player:
                 if flv:   # HTTP chunked transfer coding: a size line, the batch, CRLF
                     segments = [memoryview(b"%x\r\n" % size), *segments, _CRLF]
                     size += len(segments[0]) + 2
+                self._sending = True
                 try:
                     await send(from_views(segments, size))
                 finally:
+                    self._sending = False
                     for p in batch:
                         self.held -= p.size
                         p.recycle()
-                counts = self.counts
-                if counts is not None:
-                    for p in batch:
-                        if p.body is not None:
-                            counts.messages += 1
-                            counts.bytes += p.size
-                            if self.copies:
-                                counts.payload_copies += 1
+                self._count(batch)
                 progress()
         finally:
             self.done = True
@@ -289,6 +325,7 @@ class Player:
     def drop(self) -> None:
         """Recycle everything queued (the connection is gone)."""
         self.done = True
+        self._offset = 0
         while self.queue:
             p = self.queue.popleft()
             self.held -= p.size

@@ -135,10 +135,11 @@ class _Watchdog:
     """
 
     __slots__ = ("scope", "idle", "handshake", "_handshake_deadline", "_last", "started",
-                 "waiting", "_slack")
+                 "waiting", "_slack", "_now")
 
     def __init__(self, limits: Limits) -> None:
-        now = trio.current_time()
+        self._now = trio.lowlevel.current_clock().current_time   # trio's clock, one call
+        now = self._now()
         self.idle = limits.idle_timeout
         self.handshake = limits.handshake_timeout
         self._handshake_deadline = now + self.handshake
@@ -153,7 +154,7 @@ class _Watchdog:
 
     def activity(self, force: bool = False) -> None:
         """Bytes arrived or went out: push the idle deadline forward."""
-        now = trio.current_time()
+        now = self._now()
         if now - self._last < self._slack and not force:
             return
         self._last = now
@@ -649,7 +650,8 @@ class RtmpServer(IngestServer):
 
     def _join(self, conn: Connection, peer: _Peer, session: rtmp.ServerSession,
               nursery: trio.Nursery, key: str) -> tuple[Relay, Player]:
-        player = Player(self.limits.player_budget, copies=not conn.zero_copy_send)
+        player = Player(self.limits.player_budget, copies=not conn.zero_copy_send,
+                        nowait=conn.send_nowait)
         player.offer(control_packet(session.data_to_send()))   # the play replies, first
         hub = self._attach(peer, player, key)
         nursery.start_soon(self._play, conn, peer, session, player, nursery.cancel_scope)
