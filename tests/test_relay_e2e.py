@@ -324,3 +324,72 @@ def test_a_player_joining_mid_stream_starts_at_the_last_keyframe() -> None:
 
     run_server(server, body)
     assert reader.video == [8, 9, 10, 11, 12]   # the GOP since keyframe 8, then live
+
+
+# -- HTTP-FLV ---------------------------------------------------------------------------
+
+
+def test_http_flv_player_records_the_stream(tmp_path: Path) -> None:
+    """``--http-port``: ffmpeg reading ``http://host:port/live/name.flv`` (before the
+    publisher, so it gets the stream from its first message) records exactly the
+    source's packets and exits 0 when the chunked body ends with the stream."""
+    src = tmp_path / "src.flv"
+    ffmpeg(*VIDEO_IN, *AUDIO_IN, "-t", "3", *H264_AAC, "-f", "flv", str(src))
+    server, port = start_server("--http-port", "0")
+    assert server.stderr is not None
+    line = server.stderr.readline()
+    assert "HTTP-FLV on" in line, line
+    http = int(line.split("127.0.0.1:")[1].split("/")[0])
+    rec = tmp_path / "rec.flv"
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        player = ffmpeg_proc("-copyts", "-i", f"http://127.0.0.1:{http}/live/h.flv", "-c", "copy",
+                             "-f", "flv", str(rec))
+        procs.append(player)
+        time.sleep(1.0)                          # the player is waiting for the stream
+        procs.append(ffmpeg_proc("-i", str(src), "-c", "copy", "-f", "flv",
+                                 f"rtmp://127.0.0.1:{port}/live/h"))
+        for p in procs:
+            _, perr = p.communicate(timeout=TIMEOUT)
+            assert p.returncode == 0, f"{p.args}: {perr}"
+        out, err = server.communicate(timeout=TIMEOUT)
+    finally:
+        for p in [server, *procs]:
+            if p.poll() is None:
+                p.kill()
+    summary = json.loads(out)["streams"]["live/h"]
+    assert summary["players"] == 1 and summary["payload_copies"] == 0, summary
+    assert decode_errors(rec) == ""
+    got, source = ffprobe_rows(rec), ffprobe_rows(src)
+    assert len(got) == len(source) and sum(r[2] for r in got) == sum(r[2] for r in source)
+    assert "allocator in use 0 B" in err, err
+
+
+def test_http_flv_refuses_what_it_does_not_serve() -> None:
+    """Not a GET of ``/app/name.flv``: a status line and a closed connection, one per
+    request, and the server goes on (its allocator back to 0)."""
+    server = RtmpServer(live=False, json_out=True, out=io.StringIO(), http_port=0)
+    replies: list[bytes] = []
+
+    async def ask(port: int, request: bytes) -> bytes:
+        s = await trio.open_tcp_stream("127.0.0.1", port)
+        await s.send_all(request)
+        data = b""
+        while chunk := await s.receive_some(1 << 16):
+            data += chunk
+        await s.aclose()
+        return data
+
+    async def body(port: int) -> None:
+        http = server.extra_ports["http"]
+        for request in (b"GET /live/x.mp4 HTTP/1.1\r\nHost: a\r\n\r\n",
+                        b"POST /live/x.flv HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                        b"hello there\r\n\r\n",
+                        b"GET /live/x.flv HTTP/1.1\r\nX: " + b"a" * (9 << 10) + b"\r\n\r\n"):
+            replies.append(await ask(http, request))
+
+    run_server(server, body)
+    assert [r.split(b"\r\n", 1)[0] for r in replies] == [
+        b"HTTP/1.1 404 Not Found", b"HTTP/1.1 405 Method Not Allowed",
+        b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 431 Request Header Fields Too Large"]
+    assert server.dropped == {"malformed": 1, "limit": 1}, server.dropped
