@@ -367,29 +367,6 @@ class Allocator:
             return
         self._native_free_flat(pairs, epoch)
 
-    def _free_leftovers(self, address: int, n: int, epoch: int) -> None:
-        """Free whatever is still allocated of ``[address, address + n)`` (a finalizer's
-        last resort for a range that was partly freed behind its owner's back): each
-        refused free names the already-free part, which is cut out and the rest tried
-        again, so it takes one native call per hole. Never raises; debug mode and a
-        reset since ``epoch`` free nothing here."""
-        if self._debug is not None:
-            return
-        work = [(address, n)]
-        rep = ffi.new("mb_free_report *")
-        while work:
-            a, k = work.pop()
-            if k <= 0:
-                continue
-            arr = ffi.new("uint64_t[]", [a, k])
-            if lib.mb_alloc_free_batch_epoch(self._h, arr, 1, epoch) >= 0:
-                continue
-            lib.mb_alloc_last_free_report(self._h, rep)
-            lo, hi = max(a, int(rep.free_start)), min(a + k, int(rep.free_start + rep.free_len))
-            if rep.free_len <= 0 or lo >= hi:
-                continue                      # not a hole we can name: leave the range
-            work += ((a, lo - a), (hi, a + k - hi))
-
     def _native_free_flat(self, pairs: list[int], epoch: int | None = None) -> None:
         """The one native batch free: addr0, len0, addr1, len1, ... (no debug bookkeeping);
         with ``epoch``, only if the allocator was not reset since."""

@@ -27,8 +27,10 @@ list of owned native ranges that ``recycle`` frees in one native call. A
 from the moment it is reserved, its unused tail included, so recycle frees a
 burst of pieces as a few ranges; ``next_n`` itself is compiled
 (``_core.RecyclableCore``, native/core/bump.c), with a pure-Python twin under
-``MEMBUF_PURE_PYTHON=1``. The finalizer closes over the pair list (not over the
-object), so it never keeps the object alive. Bytes handed to a ``clip_front``
+``MEMBUF_PURE_PYTHON=1``. The finalizer closes over the pair and segment lists (not
+over the object), so it never keeps the object alive; a range that was partly freed
+behind the owner's back is left allocated (only a run's unused tail still goes back),
+since a finalizer must never free bytes malloc may have handed to someone else. Bytes handed to a ``clip_front``
 release callback are cut out of the pair that holds them (it shrinks or splits),
 so nothing is ever freed twice.
 
@@ -97,6 +99,8 @@ def as_view(obj: Any) -> memoryview:
         raise TypeError(
             "Memory segments must be contiguous; got a strided memoryview, copy it with bytes() first"
         )
+    elif mv.strides != (1,):     # one byte (or none) with another stride, as mv[::2] of 2
+        mv = mv.cast("B")        # bytes: contiguous, but the compiled Reader wants stride 1
     return mv
 
 
@@ -355,14 +359,18 @@ def _same_content(a: Iterable[memoryview], b: Iterable[memoryview]) -> bool:
         va, vb = va[n:], vb[n:]
 
 
-def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str | None) -> None:
+def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str | None,
+                segs: list[memoryview], own: list[int]) -> None:
     """Finalizer of a RecyclableMemory collected without ``recycle``.
 
     ``pairs`` holds every owned range, a run's unused tail included (a run is one
-    pair from the moment it is reserved). It never raises: a range that the
-    allocator refuses was freed elsewhere (the user heard of it from the recycle()
-    that failed), so it is skipped; a use-after-free found on the way (debug mode)
-    was reported by ``check()`` or will be.
+    pair from the moment it is reserved). It never raises, and it never frees bytes
+    that may not be the object's any more: a range the allocator refuses (some of
+    it was freed elsewhere, behind the owner's back) is left allocated, because
+    malloc may have handed any freed part to someone else since and nothing tells
+    those bytes from the object's own; only the run's unused tail, which was never
+    handed out, still goes back (:func:`_unused_tail`). A use-after-free found on
+    the way (debug mode) was reported by ``check()`` or will be.
     """
     live = _live_pairs(pairs, epoch, allocator)
     pairs.clear()
@@ -381,10 +389,48 @@ def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str 
         for i in range(0, len(live), 2):
             try:
                 allocator._free_batch(live[i : i + 2], epoch[0])
-            except MembufError:              # partly freed elsewhere (a piece of a run):
-                leftovers = getattr(allocator, "_free_leftovers", None)
-                if leftovers is not None:    # free the rest around the holes
-                    leftovers(live[i], live[i + 1], epoch[0])
+            except UseAfterFreeError:
+                pass                         # freed (debug): the write is reported
+            except MembufError:              # partly freed elsewhere: keep all but the tail
+                tail = _unused_tail(live[i], live[i + 1], segs, own)
+                if tail:
+                    try:
+                        allocator._free_batch(tail, epoch[0])
+                    except MembufError:      # pragma: no cover - a stale view freed it
+                        pass
+
+
+def _unused_tail(addr: int, n: int, segs: list[memoryview], own: list[int]) -> list[int]:
+    """``[start, length]`` of the unused tail of the run owned as ``[addr, addr + n)``,
+    or ``[]`` when it cannot be known for sure.
+
+    The tail starts where the last piece handed out ends. The pieces of a run still
+    in ``segs`` are always the last ones handed out (a clip drops a prefix, ``clear``
+    drops them all), so the highest end of an owned segment inside the range is that
+    point, provided the range still reaches its chunk's end (an older run's tail went
+    back when the next run was reserved). With no piece left there is no such point,
+    and nothing is freed.
+    """
+    end = addr + n
+    top = 0
+    chunk: Any = None
+    for seg, o in zip(segs, own, strict=False):    # (parallel; never raise here)
+        if o != _OWNED:
+            continue
+        try:
+            k, a = _core.extent(seg)
+        except (ValueError, BufferError):    # a released view: no evidence
+            continue
+        if k and addr <= a and a + k <= end and a + k > top:
+            top, chunk = a + k, seg.obj
+    if not top or top >= end:
+        return []
+    start = getattr(chunk, "address", None)
+    size = getattr(chunk, "nbytes", None)
+    if not isinstance(start, int) or not isinstance(size, int) or not start <= addr \
+            or start + size != end:
+        return []
+    return [top, end - top]
 
 
 def _live_pairs(pairs: list[int], epoch: list[int], allocator: Any) -> list[int]:
@@ -461,7 +507,8 @@ class RecyclableMemory(Memory, _core.RecyclableCore):
         if debug:
             origin = "".join(traceback.format_stack(limit=8)[:-1])
         self._finalizer = weakref.finalize(
-            self, _free_owned, allocator, self._pairs, self._epoch, origin
+            self, _free_owned, allocator, self._pairs, self._epoch, origin, self._segs,
+            self._own,
         )
 
     # -- owned segments -----------------------------------------------------

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from splitting import SPLITS, memory_split, split
 
-from membuf import Allocator, FreeError, Memory, MemoryLimitError, RecyclableMemory
+from membuf import Allocator, FreeError, Memory, MemoryLimitError, RecyclableMemory, _core
 
 DATA = bytes(range(50))
 
@@ -405,6 +405,54 @@ def test_finalizer_after_reset_frees_nothing_new() -> None:
     assert rm2.owned_bytes == 20
     rm2.recycle()
     assert a.stats().in_use == 0
+
+
+def test_a_one_byte_strided_view_is_a_readable_segment() -> None:
+    """``mv[::2]`` of two bytes is one byte with stride 2: contiguous, so push() takes
+    it, and the Reader must read it (it raised TypeError; found by the crash fuzzer,
+    seed 153196174)."""
+    a = Allocator()
+    mv = a.malloc(2)
+    mv[:] = b"xy"
+    rm = RecyclableMemory(a)
+    rm.push(mv[::2])
+    rm.push_owned(mv[::2])
+    m = Memory(mv[::2])
+    m.push(mv[::2])
+    assert rm.reader().read_bytes(2) == b"xx" and m.reader().read_bytes(2) == b"xx"
+    rm.recycle()
+    assert a.stats().in_use == 1
+    a.reset()
+
+
+@pytest.mark.parametrize("strategy", ["good-fit", "first-fit", "best-fit"])
+def test_finalizer_never_frees_what_malloc_put_in_a_hole_of_its_run(strategy: str) -> None:
+    """Bytes of a next_n run freed behind the RecyclableMemory's back and then handed to
+    someone else by malloc are that someone's: the finalizer frees the run's unused
+    tail (never handed out) and leaves the rest of the run alone (found by the crash
+    fuzzer, seed 152371129: a StreamReader's receive chunk in the hole went back to the
+    allocator while a frame viewed it)."""
+    a = Allocator(strategy=strategy)
+    rm = RecyclableMemory(a)
+    piece = rm.next_n(2000)                  # one 4 KiB run: one owned range, tail included
+    piece[:] = b"p" * 2000
+    _, base = _core.extent(piece)
+    a.free(piece[500:1000])                  # misuse: a 500-byte hole in the owned range
+    theirs: list[memoryview] = []
+    while not any(base + 500 <= _core.extent(mv)[1] < base + 1000 for mv in theirs):
+        assert len(theirs) < 100, "malloc never used the hole"
+        mv = a.malloc(200)                   # someone else's bytes, some in the hole
+        mv[:] = bytes([len(theirs) + 1]) * 200
+        theirs.append(mv)
+    del piece, rm
+    gc.collect()
+    for i, mv in enumerate(theirs):
+        assert a.owns(mv) and mv.tobytes() == bytes([i + 1]) * 200
+    # the 2096-byte tail went back; the handed-out 1500 bytes stay allocated (the
+    # RecyclableMemory cannot tell its own from malloc's) until the allocator is reset
+    assert a.stats().in_use == 200 * len(theirs) + 1500
+    a.check()
+    a.reset()
 
 
 def test_next_n_4096_bumps_inside_growing_runs(alloc: Allocator) -> None:
