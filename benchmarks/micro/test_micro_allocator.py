@@ -100,3 +100,45 @@ def test_next_n_recycle_membuf(micro, n):
 def test_next_n_recycle_bytearray(micro, n):
     got = micro(bytearray_round, lambda: ([], n), group=_rm_group(n), n=N)
     assert got == (N, N * n)
+
+
+# -- the floor: one crossing each way ---------------------------------------------------
+
+
+def cffi_calls(call: object, h: object) -> tuple[int, int]:
+    got = 0
+    for _ in R:
+        got = call(h)  # type: ignore[operator]
+    return N, got
+
+
+def capi_calls(call: object, view: memoryview) -> tuple[int, int]:
+    got = 0
+    for _ in R:
+        got = call(view)  # type: ignore[operator]
+    return N, got
+
+
+def test_floor_one_cffi_call(micro):
+    """One cffi call with a pointer argument (``mb_alloc_arena_count``): the crossing the
+    Python malloc/free used to make, arguments tuple, GIL release and errno included."""
+    from membuf._native import lib
+
+    a = Allocator()
+    a.free(a.malloc(16))                      # one arena
+    got = micro(cffi_calls, lambda: (lib.mb_alloc_arena_count, a._h),
+                group="allocator: the floor, one call", n=N, unit="call")
+    assert got == (N, 1)
+
+
+def test_floor_one_core_call(micro):
+    """One C-API call into ``membuf._core`` with a buffer argument (``free_refusal``: the
+    check ``free`` makes of a view): the crossing malloc and free make now."""
+    from membuf import _core
+
+    a = Allocator()
+    view = a.malloc(16)
+    got = micro(capi_calls, lambda: (_core.free_refusal, view),
+                group="allocator: the floor, one call", n=N, unit="call")
+    assert got == (N, 0)                      # a view membuf made: free would take it
+    a.free(view)
