@@ -135,10 +135,9 @@ def make_packet(w: PyWriter, mtype: int, timestamp: int, payload: memoryview,
     """A packet of ``payload`` (a view into ``body``), chunked with ``w`` when a player
     first needs it. The Packet takes over the caller's reference to ``body``.
 
-    Raises:
-        TypeError, ValueError: a header field out of range (as ``rtmp.write_message``).
+    The header fields are checked when the chunks are written (``rtmp.write_message``:
+    TypeError, ValueError); a server passes fields of a message it parsed.
     """
-    rtmp.check_header("make_packet", mtype, csid, stream_id, timestamp & 0xFFFFFFFF, chunk_size)
     return Packet(mtype, timestamp, payload, body, key=key, config=config, writer=w,
                   chunking=(csid, stream_id, chunk_size))
 

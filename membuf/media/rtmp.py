@@ -116,7 +116,7 @@ class _ChunkStream:
     """Per chunk-stream-id state: the last header seen and the message being filled."""
 
     __slots__ = ("csid", "timestamp", "delta", "length", "type", "stream_id", "ext", "body",
-                 "buf", "filled")
+                 "buf", "filled", "addr")
 
     def __init__(self, csid: int) -> None:
         self.csid = csid
@@ -124,6 +124,7 @@ class _ChunkStream:
         self.ext = _NO_EXT          # extended timestamp field of the current message, or -1
         self.body: RecyclableMemory | None = None
         self.buf = _EMPTY           # the message being filled (malloc'd, grows as it fills)
+        self.addr = 0               # its address (it is ours: owned without a check)
         self.filled = 0
 
 
@@ -255,7 +256,7 @@ class ChunkReader:
                 # exactly the message, one contiguous segment (an empty one for length 0)
                 if cs.length:
                     self.partial_bytes -= len(cs.buf)
-                    body.push_owned(cs.buf)
+                    body._append_owned(cs.buf, cs.addr)   # malloc'd here: ours
                 else:
                     body.push(cs.buf)
                 cs.body, cs.buf = None, _EMPTY
@@ -265,6 +266,21 @@ class ChunkReader:
                 return msg
 
     def _read_header(self, r: Reader) -> _ChunkStream:
+        if len(r):
+            # the common case: a 1-byte fmt-3 header continuing a message in progress
+            # (no extended timestamp to repeat): one peek_byte, one skip
+            b0 = r.peek_byte()
+            cs = self._streams.get(b0 & 0x3F) if b0 >= 0xC2 else None
+            if cs is not None and cs.body is not None and cs.ext == _NO_EXT:
+                if self.min_chunk_bytes is not None:
+                    self._check_flood(1)
+                r.skip(1)
+                self.bytes_read += 1
+                self.chunks += 1
+                self._since_pause += 1
+                self._cur = cs
+                self._left = min(self.chunk_size, cs.length - cs.filled)
+                return cs
         head = r.peek(min(18, len(r)))  # the longest header: 3 + 11 + 4
         if not head:
             raise NeedMore("RTMP chunk header needs at least 1 byte", 1)
@@ -279,12 +295,7 @@ class ChunkReader:
             raise NeedMore("RTMP chunk header is incomplete", need - len(head))
         cs = self._streams.get(csid)
         if self.min_chunk_bytes is not None:
-            chunks, seen = self.chunks + 1, self.bytes_read + need
-            if chunks > self.item_allowance + seen // self.min_chunk_bytes:
-                raise LimitError(
-                    f"RTMP flood: {chunks} chunks in {seen} bytes ({seen / chunks:.1f} bytes"
-                    f" per chunk; past the first {self.item_allowance} chunks they must average"
-                    f" {self.min_chunk_bytes}): tiny chunks or empty messages cost work per byte")
+            self._check_flood(need)
         if cs is None:
             if fmt:
                 raise MalformedError(f"RTMP chunk stream {csid} starts with a fmt {fmt} header;"
@@ -343,6 +354,16 @@ class ChunkReader:
         self._left = min(self.chunk_size, cs.length - cs.filled)
         return cs
 
+    def _check_flood(self, need: int) -> None:
+        """LimitError if one more chunk (with a ``need``-byte header) breaks the average rule."""
+        assert self.min_chunk_bytes is not None
+        chunks, seen = self.chunks + 1, self.bytes_read + need
+        if chunks > self.item_allowance + seen // self.min_chunk_bytes:
+            raise LimitError(
+                f"RTMP flood: {chunks} chunks in {seen} bytes ({seen / chunks:.1f} bytes"
+                f" per chunk; past the first {self.item_allowance} chunks they must average"
+                f" {self.min_chunk_bytes}): tiny chunks or empty messages cost work per byte")
+
     def _grow(self, cs: _ChunkStream, need: int) -> None:
         """Make cs.buf hold at least ``need`` bytes (payload that has arrived): double, never
         past the message length (so the last growth leaves it exactly the message's size),
@@ -360,11 +381,11 @@ class ChunkReader:
                     f" over max_partial={self.max_partial} ({partial} messages in progress,"
                     f" {self.pending()} bytes of them received)")
             cap = min(cap, room)
-        grown = self.allocator.malloc(cap)
+        grown, addr = self.allocator._malloc_addr(cap)
         grown[: cs.filled] = cs.buf[: cs.filled]
         if old:
             self.allocator.free(cs.buf)
-        cs.buf = grown
+        cs.buf, cs.addr = grown, addr
         self.partial_bytes += cap - old
 
     def _control(self, msg: Message) -> None:
