@@ -420,6 +420,36 @@ def test_chunk_reader_flood_rule_is_the_same_however_split(how: str) -> None:
         assert a.stats().in_use == 0
 
 
+@pytest.mark.parametrize("how", SPLITS)
+def test_chunk_reader_flood_rule_counts_one_byte_continuation_chunks(how: str) -> None:
+    """Chunk size 1: every payload byte comes with a 1-byte fmt-3 continuation header
+    (the parser's fast path); past the allowance the average rule refuses them at the
+    same chunk however the input is split, and nothing is left held."""
+    from membuf.media.limits import LimitError
+
+    payload = 5000
+    data = (header(0, 2, 0, 4, 1, 0) + (1).to_bytes(4, "big")      # Set Chunk Size 1
+            + header(0, 6, 0, payload, 9, 1) + b"\x17"
+            + (header(3, 6) + b"x") * (payload - 1))
+    with Allocator() as a:
+        reader = rtmp.ChunkReader(a, min_chunk_bytes=16, item_allowance=100)
+        mem = Memory()
+        r = mem.reader()
+        # the control message (one 16-byte chunk), the message's first chunk (12 + 1
+        # bytes), then 2 bytes a chunk: chunk k has come in 2k + 24 bytes, refused at the
+        # first k over 100 + (2k + 24) // 16, k = 117 (258 bytes)
+        with pytest.raises(LimitError, match="RTMP flood: 117 chunks in 258 bytes"):
+            for seg in split(data, how):
+                mem.push(seg)
+                while True:
+                    try:
+                        reader.read_message(r).body.recycle()
+                    except NeedMore:
+                        break
+        reader.close()
+        assert a.stats().in_use == 0
+
+
 def test_chunk_reader_partial_budget_holds_what_arrived_and_refuses_past_it() -> None:
     from membuf.media.limits import LimitError
 
