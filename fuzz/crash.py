@@ -47,7 +47,8 @@ Oracles. The exit code (a crash is a negative code). Only documented exceptions 
 escape a call: FreeError, MemoryLimitError, ValueError, TypeError, NeedMore,
 MalformedError, UseAfterFreeError (a debug allocator after a deliberate write after
 free), trio.ClosedResourceError (a closed reader), MembufError from a Reader left
-behind a clip. Content: bytes from the stream (read results, frames, batches) equal
+behind a clip; a Reader call that raises leaves ``offset`` and ``len`` as they were.
+Content: bytes from the stream (read results, frames, batches) equal
 what was sent for as long as they are held; malloc'd bytes not freed or reset hold
 what was last written into them (also after the allocator is dropped). A model of
 the bytes the test owns per allocator also says which frees must succeed and which
@@ -59,11 +60,11 @@ view) of bytes that are allocated but not the test's, that is bytes a StreamRead
 now holds. Such a free is accepted by the allocator (explicit frees are the user's
 statement) and the chunk gives the same bytes back again when it dies, so what else
 it frees depends on garbage collection timing. ``--wild`` makes them anyway (content
-checks are then off for that allocator's bytes); see KNOWN_BUGS for what that finds
-in debug mode.
+checks are then off for that allocator's bytes).
 
 KNOWN_BUGS lists findings in membuf that are tolerated (counted in the summary line
-as ``known=...``) until they are fixed; ``--strict`` turns each into a failure.
+as ``known=...``) until they are fixed; ``--strict`` turns each into a failure. It is
+empty at present: every finding fails the run.
 """
 
 from __future__ import annotations
@@ -109,34 +110,12 @@ from membuf import (  # noqa: E402
 from membuf._native import ffi, lib  # noqa: E402
 from membuf.codecs import Delimited, Framer, LengthPrefixed  # noqa: E402
 
-# Known findings, tolerated unless --strict (each is counted when it shows up).
-KNOWN_BUGS = {
-    "recycle-uaf-keeps-pairs": (
-        "debug: RecyclableMemory.recycle() whose batch free raises UseAfterFreeError (raised "
-        "after the bytes were freed) keeps its owned ranges, so the next recycle or its "
-        "finalizer frees them again, possibly after malloc handed them to someone else"
-    ),
-    "rm-reset-clip-negative-range": (
-        "RecyclableMemory: after a reset, next_n zeroes the old ranges' lengths in _pairs but "
-        "the old segments keep their pair index; a later clip_front(release) of such a "
-        "segment computes a negative length and a range before the segment, so recycle() "
-        "(and the finalizer) raise OverflowError from ffi.new"
-    ),
-    "reader-released-segment": (
-        "Reader._next is not exception-safe: stepping onto a segment whose memoryview was "
-        "released raises ValueError after the cursor already moved, so the next read skips "
-        "that segment while len(reader) still counts it, and a skip/read of len(reader) "
-        "bytes fails with AssertionError('Reader._advance past the end')"
-    ),
-    "reader-find-indexerror": (
-        "Reader.find/read_until over a Memory cleared while the Reader sat at the end of a "
-        "segment followed by empty segments: IndexError in Reader._remember"
-    ),
-    "finalizer-uaf-unraisable": (
-        "debug: the RecyclableMemory finalizer (_free_owned, documented never to raise) lets "
-        "UseAfterFreeError escape as an unraisable exception"
-    ),
-}
+# Known findings, tolerated unless --strict (each is counted when it shows up): none now.
+# Fixed, and failures again (each with a regression test in tests/test_crash_fuzz.py or the
+# module's own tests): recycle-uaf-keeps-pairs, rm-reset-clip-negative-range,
+# reader-released-segment, reader-find-indexerror, finalizer-uaf-unraisable (and before
+# them split-views and debug-batch).
+KNOWN_BUGS: dict[str, str] = {}
 
 CHILD_TIMEOUT = 120.0     # seconds before the driver kills a child (reported as a hang)
 
@@ -557,12 +536,6 @@ class Child:
         except allowed as exc:
             self.errors[f"{what}:{type(exc).__name__}"] += 1
             return None, exc
-        except (AssertionError, IndexError) as exc:
-            known = _reader_known_bug(exc)
-            if known is None or isinstance(exc, Finding):
-                raise
-            self.known_bug(known, f"{type(exc).__name__}: {exc}")
-            return None, exc
 
     def new_id(self) -> int:
         self.next_id += 1
@@ -744,12 +717,6 @@ class Child:
     def check_unraisable(self) -> None:
         while self.unraisable:
             exc = self.unraisable.pop(0)
-            if isinstance(exc, UseAfterFreeError) and any(m.waf for m in self.all_models):
-                self.known_bug("finalizer-uaf-unraisable", str(exc)[:100])
-                continue
-            if isinstance(exc, OverflowError) and "negative" in str(exc):
-                self.known_bug("rm-reset-clip-negative-range", "(in the finalizer)")
-                continue
             self.fail(f"an exception escaped a finalizer or callback: {type(exc).__name__}: {exc}")
 
     # -- allocators ---------------------------------------------------------------
@@ -1271,7 +1238,7 @@ class Child:
         am = rmm.am
         pairs = self.rm_pairs(rmm)
         if any(n < 0 for _, n in pairs):
-            return True                   # rm-reset-clip-negative-range (in limbo already)
+            self.fail(f"a RecyclableMemory owns a range of negative length: {rmm.rm._pairs}")
         for a, n in pairs:
             if not am.owned.covers(a, a + n) and am.natively_allocated(a, n):
                 return True
@@ -1296,27 +1263,16 @@ class Child:
             return
         clean = not rmm.dirty and all(am.owned.covers(s, e) for s, e in rmm.ranges.iv)
         before = self.rm_pairs(rmm)
-        try:
-            _, exc = self.call("recycle", rmm.rm.recycle, self.allowed(am))
-        except OverflowError as err:
-            if min(rmm.rm._pairs[1::2], default=0) >= 0:
-                raise
-            self.known_bug("rm-reset-clip-negative-range", str(err))
-            self.rms.remove(rmm)             # it can never be recycled: keep it out of the way
-            self.limbo.append(rmm)
-            return
+        _, exc = self.call("recycle", rmm.rm.recycle, self.allowed(am))
         if exc is None or isinstance(exc, UseAfterFreeError):
+            # (UseAfterFreeError, debug: raised after the batch was freed; the object must
+            # forget its ranges, or its next recycle or its finalizer frees them again)
             self.rm_freed(rmm, before)
-            if exc is not None:
-                rmm.dirty = True          # recycle-uaf-keeps-pairs: it may free them again
-                if sum(rmm.rm._pairs[1::2]):
-                    self.known_bug("recycle-uaf-keeps-pairs")
-            else:
-                rmm.ranges.clear()
-                rmm.dirty = False
-                if len(rmm.rm) or rmm.rm.count or rmm.rm.owned_bytes:
-                    self.fail(f"after recycle() the RecyclableMemory holds {len(rmm.rm)} bytes, "
-                              f"owns {rmm.rm.owned_bytes}")
+            rmm.ranges.clear()
+            rmm.dirty = False
+            if len(rmm.rm) or rmm.rm.count or rmm.rm.owned_bytes or rmm.rm._pairs:
+                self.fail(f"after recycle() ({exc!r}) the RecyclableMemory holds {len(rmm.rm)} "
+                          f"bytes, owns {rmm.rm.owned_bytes}, ranges {rmm.rm._pairs}")
         elif clean:
             self.fail(f"recycle() of a clean RecyclableMemory was refused: {exc!r}")
         elif not isinstance(exc, FreeError):
@@ -1328,12 +1284,8 @@ class Child:
             return
         self.clip(rmm)
         if min(rmm.rm._pairs[1::2], default=0) < 0:
-            # rm-reset-clip-negative-range: recycling it raises OverflowError (normal) or
-            # corrupts the debug quarantine (debug); it can never be freed safely
-            self.known_bug("rm-reset-clip-negative-range", f"pairs {rmm.rm._pairs}")
-            self.rms.remove(rmm)
-            rmm.rm._finalizer.detach()
-            self.limbo.append(rmm)
+            self.fail(f"after clip_front a RecyclableMemory owns a range of negative length: "
+                      f"{rmm.rm._pairs}")
 
     def clip(self, rmm: RMModel) -> None:
         if not rmm.readers or self.rng.random() < 0.2:
@@ -1431,9 +1383,9 @@ class Child:
         """One Reader call, its result checked against the bytes the Memory holds now."""
         rng = self.rng
         allowed = self.allowed(am, reader=True)
+        remaining = len(r)
         try:
             data = m.to_bytes()
-            remaining = len(r)
             rest: bytes | None = data[len(data) - remaining:] if remaining <= len(data) else None
         except (ValueError, TypeError):          # a released segment
             rest = None
@@ -1517,8 +1469,13 @@ class Child:
             fn = (lambda: m.push(seg.view)) if seg is not None else (lambda: m.push(b"late"))
             want = None
         got, exc = self.call(f"reader.{what}", fn, allowed)
-        if want is None or rest is None or _released_error(exc) \
-                or isinstance(exc, AssertionError | IndexError):   # (a known bug, counted)
+        # (MembufError: a Reader left behind another's clip; its fast paths read on
+        # unchecked, and a transaction cannot rewind there: documented, "stop using it")
+        if exc is not None and type(exc) is not MembufError \
+                and (r.offset != before or len(r) != remaining):
+            self.fail(f"Reader.{what} (n={n}) raised {exc!r:.120} but moved the cursor: offset "
+                      f"{before} -> {r.offset}, len {remaining} -> {len(r)}")
+        if want is None or rest is None or _released_error(exc):
             return                # (a Reader may still hold a view released since)
         if isinstance(want, type):
             if exc is None or not isinstance(exc, want):
@@ -2082,19 +2039,6 @@ def frame_ends(data: bytes, codec: Framer, count: int) -> int:
             assert isinstance(codec, Delimited)
             pos += rest.find(codec.delim) + len(codec.delim)
     return pos
-
-
-def _reader_known_bug(exc: BaseException) -> str | None:
-    """Which KNOWN_BUGS entry an AssertionError / IndexError from a Reader is, if any."""
-    frames = traceback.extract_tb(exc.__traceback__)
-    inner = frames[-1] if frames else None
-    if inner is None or not inner.filename.endswith(os.path.join("membuf", "reader.py")):
-        return None
-    if isinstance(exc, AssertionError) and "past the end" in str(exc):
-        return "reader-released-segment"
-    if isinstance(exc, IndexError) and inner.name == "_remember":
-        return "reader-find-indexerror"
-    return None
 
 
 def _released_error(exc: BaseException | None) -> bool:

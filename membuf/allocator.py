@@ -35,7 +35,7 @@ from typing import Any
 from . import _core
 from ._native import ffi, lib
 from .debug import DebugTracker, Leak
-from .errors import FreeError, MemoryLimitError
+from .errors import FreeError, MemoryLimitError, UseAfterFreeError
 
 _core._bind(int(ffi.cast("uintptr_t", lib.mb_core_api_table())), FreeError, MemoryLimitError)
 
@@ -415,6 +415,14 @@ class Allocator:
         self._native_free_pairs(ranges)
         if corrupt is not None:
             raise corrupt
+
+    def _report_later(self, exc: UseAfterFreeError) -> None:
+        """Keep a use-after-free found where nothing could raise it (a finalizer's free)
+        for the next free, batch free or ``check()`` to raise, as one found on eviction."""
+        if self._debug is not None:
+            with self._debug_lock:
+                if self._debug._corrupt is None:
+                    self._debug._corrupt = exc
 
     def _debug_check(self, address: int, n: int) -> None:
         """Refuse, changing nothing, a free the debug records do not cover."""

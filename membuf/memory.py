@@ -369,8 +369,8 @@ def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str 
     it was freed elsewhere, behind the owner's back) is left allocated, because
     malloc may have handed any freed part to someone else since and nothing tells
     those bytes from the object's own; only the run's unused tail, which was never
-    handed out, still goes back (:func:`_unused_tail`). A use-after-free found on
-    the way (debug mode) was reported by ``check()`` or will be.
+    handed out, still goes back (:func:`_unused_tail`). A use-after-free its free
+    finds (debug mode) is not lost: the allocator's next free or ``check()`` raises it.
     """
     live = _live_pairs(pairs, epoch, allocator)
     pairs.clear()
@@ -383,14 +383,14 @@ def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str 
         )
     try:
         allocator._free_batch(live, epoch[0])
-    except UseAfterFreeError:
-        pass                                 # the bytes were freed; the write is reported
+    except UseAfterFreeError as exc:         # the bytes were freed; check() reports the write
+        _report_later(allocator, exc)
     except MembufError:
         for i in range(0, len(live), 2):
             try:
                 allocator._free_batch(live[i : i + 2], epoch[0])
-            except UseAfterFreeError:
-                pass                         # freed (debug): the write is reported
+            except UseAfterFreeError as exc:
+                _report_later(allocator, exc)    # freed (debug): check() reports the write
             except MembufError:              # partly freed elsewhere: keep all but the tail
                 tail = _unused_tail(live[i], live[i + 1], segs, own)
                 if tail:
@@ -398,6 +398,14 @@ def _free_owned(allocator: Any, pairs: list[int], epoch: list[int], origin: str 
                         allocator._free_batch(tail, epoch[0])
                     except MembufError:      # pragma: no cover - a stale view freed it
                         pass
+
+
+def _report_later(allocator: Any, exc: UseAfterFreeError) -> None:
+    """A finalizer must not raise: leave a use-after-free its free found (debug mode) for
+    the allocator's next free or ``check()`` to raise, not lost."""
+    keep = getattr(allocator, "_report_later", None)
+    if keep is not None:
+        keep(exc)
 
 
 def _unused_tail(addr: int, n: int, segs: list[memoryview], own: list[int]) -> list[int]:

@@ -69,6 +69,17 @@ _LE: dict[int, Callable[..., tuple[int]]] = {
 }
 
 
+def _seg_len(seg: memoryview) -> int:
+    """``len(seg)``, with the compiled Reader's ValueError for a released view."""
+    try:
+        return len(seg)
+    except ValueError:
+        raise ValueError(
+            "a segment of this Memory is a released memoryview; the Reader cannot read it "
+            "(do not release() views you pushed while they are buffered)"
+        ) from None
+
+
 def _is_int(n: Any) -> bool:
     return isinstance(n, int) and not isinstance(n, bool)
 
@@ -191,11 +202,12 @@ class PyReader:
         if i >= len(segs):
             return False
         cur = segs[i]
+        n = _seg_len(cur)             # before the cursor moves: a released view changes nothing
         self._base += self._end
         self._si += 1
         self._cur = cur
         self._pos = 0
-        self._end = len(cur)
+        self._end = n
         return True
 
     def _settle(self) -> bool:
@@ -299,12 +311,14 @@ class PyReader:
         """
         pos = self._pos
         if pos < self._end:
-            self._pos = pos + 1
-            return self._cur[pos]
+            b = self._cur[pos]          # (read before the cursor moves: a released view
+            self._pos = pos + 1         # raises ValueError having consumed nothing)
+            return b
         if self._settle():
             pos = self._pos
+            b = self._cur[pos]
             self._pos = pos + 1
-            return self._cur[pos]
+            return b
         raise self._need("read_byte()", 1)
 
     def peek_byte(self) -> int:
@@ -335,8 +349,9 @@ class PyReader:
         if type(n) is int and pos + n <= self._end:
             unpack = _BE.get(n)
             if unpack is not None:
+                v = unpack(self._cur, pos)[0]
                 self._pos = pos + n
-                return unpack(self._cur, pos)[0]
+                return v
         return self._read_int(n, "big")
 
     def read_le(self, n: int) -> int:
@@ -345,8 +360,9 @@ class PyReader:
         if type(n) is int and pos + n <= self._end:
             unpack = _LE.get(n)
             if unpack is not None:
+                v = unpack(self._cur, pos)[0]
                 self._pos = pos + n
-                return unpack(self._cur, pos)[0]
+                return v
         return self._read_int(n, "little")
 
     def _read_int(self, n: Any, order: Any) -> int:
@@ -357,8 +373,9 @@ class PyReader:
             raise MalformedError(f"{what}(n) reads 1 to 8 bytes, got n={n!r}")
         if self._settle() and n <= self._end - self._pos:
             pos = self._pos
+            v = int.from_bytes(self._cur[pos : pos + n], order)
             self._pos = pos + n
-            return int.from_bytes(self._cur[pos : pos + n], order)
+            return v
         if n > self._remaining():
             raise self._need(f"{what}({n})", n)
         return int.from_bytes(b"".join(self._gather(n)), order)
@@ -474,8 +491,9 @@ class PyReader:
         """
         pos = self._pos
         if type(n) is int and 0 <= n <= self._end - pos:
+            data = self._cur[pos : pos + n].tobytes()
             self._pos = pos + n
-            return self._cur[pos : pos + n].tobytes()
+            return data
         self._check_size("read_bytes", n)
         return b"".join(self._gather(n))
 
@@ -532,8 +550,9 @@ class PyReader:
         """
         pos = self._pos
         if type(n) is int and 0 < n <= self._end - pos:
+            view = self._cur[pos : pos + n]
             self._pos = pos + n
-            return from_views([self._cur[pos : pos + n]], n)
+            return from_views([view], n)
         self._check_size("take", n)
         return from_views(self._gather(n), n)
 
@@ -599,13 +618,19 @@ class PyReader:
         if not 0 <= n <= back:
             raise MalformedError(f"unread(n) can step back 0 to {back} bytes here, got n={n!r}")
         segs = self._segs
-        while n > self._pos:
-            n -= self._pos
-            prev = segs[self._si - 1 - m._dsegs]
-            self._si -= 1
-            self._cur = prev
-            self._end = self._pos = len(prev)
-            self._base -= len(prev)
+        st = self._save()
+        try:
+            while n > self._pos:
+                n -= self._pos
+                prev = segs[self._si - 1 - m._dsegs]
+                k = _seg_len(prev)    # a released view: ValueError, the cursor restored
+                self._si -= 1
+                self._cur = prev
+                self._end = self._pos = k
+                self._base -= k
+        except BaseException:
+            self._restore(st)
+            raise
         self._pos -= n
 
     # -- searching ----------------------------------------------------------------
@@ -789,7 +814,10 @@ class PyReader:
             self._base = m._dropped
         else:
             self._park()
-            self._settle()
+            try:
+                self._settle()
+            except ValueError:        # a released segment next: parked, the read that
+                pass                  # needs it raises (the clip itself is done)
         if release is not None:
             for piece in pieces:
                 release(piece)
