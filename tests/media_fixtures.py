@@ -264,3 +264,31 @@ def av1_stream(units: int, size: int = 40) -> bytes:
     head = len(TEMPORAL_DELIMITER)
     return (first[:head] + obu(1, b"\x00\x00\x00") + first[head:]
             + b"".join(av1_temporal_unit(i, size) for i in range(1, units)))
+
+
+# -- in-process servers ----------------------------------------------------------------
+
+
+def run_server(server: Any, body: Any, timeout: float = TIMEOUT) -> None:
+    """Start ``server`` (an IngestServer) on a free port, run ``await body(port)``, wait
+    until it is idle (no connection, stream or relay left, nothing in use), stop it."""
+    import trio
+
+    async def main() -> None:
+        with trio.fail_after(timeout):
+            async with trio.open_nursery() as nursery:
+                port = await nursery.start(server.run, 0)
+                await body(port)
+                while (server.open_connections or server.active or getattr(server, "relays", None)
+                       or server.allocator.stats().in_use):
+                    await trio.sleep(0.01)  # the last connections are still closing
+                nursery.cancel_scope.cancel()
+    trio.run(main)
+
+
+async def wait_for(predicate: Any) -> None:
+    """Poll ``predicate()`` every 5 ms until it is true (bound it with the caller's timeout)."""
+    import trio
+
+    while not predicate():
+        await trio.sleep(0.005)

@@ -116,3 +116,20 @@ def readers(data: bytes) -> Iterator[tuple[str, membuf.Reader]]:
     """Yield ``(name, reader)`` over ``data`` for every way in ``SPLITS``."""
     for name, segs in splits(data):
         yield name, membuf.Memory(*segs).reader()
+
+
+def feed(segments: list[Any], parse: Callable[[membuf.Reader], Any]) -> tuple[list[Any], membuf.Reader]:
+    """Push segments one at a time into one Memory, parsing everything available after
+    each push (a sans-IO parser raises ``NeedMore`` when it needs more); returns what
+    was parsed and the Reader (what it left unparsed)."""
+    mem = membuf.Memory()
+    r = mem.reader()
+    out = []
+    for seg in segments:
+        mem.push(seg)
+        while True:
+            try:
+                out.append(parse(r))
+            except membuf.NeedMore:
+                break
+    return out, r

@@ -22,7 +22,6 @@ the timeout tests wait (bounded) until the server closes the connection.
 from __future__ import annotations
 
 import io
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -40,7 +39,9 @@ from media_fixtures import (
     rtmp_header,
     rtmp_publish,
     rtmp_video,
+    run_server,
     until_closed,
+    wait_for,
 )
 
 from membuf import Allocator
@@ -55,26 +56,8 @@ def make(cls: type[IngestServer], **limits: Any) -> IngestServer:
     return cls(live=False, json_out=True, out=io.StringIO(), limits=Limits(**limits))
 
 
-def run_server(server: IngestServer, body: Callable[[int], Awaitable[None]]) -> None:
-    """Start ``server`` on a free port, run ``body(port)``, wait until idle, stop."""
-    async def main() -> None:
-        with trio.fail_after(TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                port = await nursery.start(server.run, 0)
-                await body(port)
-                while server.open_connections or server.allocator.stats().in_use:
-                    await trio.sleep(0.01)  # the last connections are still closing
-                nursery.cancel_scope.cancel()
-    trio.run(main)
-
-
 async def connect(port: int) -> trio.SocketStream:
     return await trio.open_tcp_stream("127.0.0.1", port)
-
-
-async def wait_for(predicate: Callable[[], object]) -> None:
-    while not predicate():
-        await trio.sleep(0.005)
 
 
 async def good_publisher(port: int, name: str, frames: int, size: int = 1000) -> None:

@@ -12,7 +12,7 @@ import json
 import random
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from media_fixtures import (  # the fixtures (flv_file, ...) come from conftest.
     expected_flv,
     ffmpeg,
     needs_ffmpeg,
+    run_server,
 )
 
 from membuf.media import av1, flv
@@ -78,19 +79,6 @@ def test_probe_text_and_errors(flv_file: Path, tmp_path: Path) -> None:
 
 
 RELAY_KEYS = ("players", "relayed_messages", "relayed_bytes", "payload_copies", "skipped")
-
-
-def run_server(server: IngestServer, body: Callable[[int], Awaitable[None]]) -> None:
-    """Start ``server`` on a free port, run ``body(port)``, wait until idle, stop."""
-    async def main() -> None:
-        with trio.fail_after(TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                port = await nursery.start(server.run, 0)
-                await body(port)
-                while server.active or server.allocator.stats().in_use:
-                    await trio.sleep(0.01)  # the last connection is still closing
-                nursery.cancel_scope.cancel()
-    trio.run(main)
 
 
 def make(cls: type[IngestServer]) -> IngestServer:

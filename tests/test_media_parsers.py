@@ -9,11 +9,10 @@ parser until it raises NeedMore after each push.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-from splitting import SPLITS, memory_split, split
+from splitting import SPLITS, feed, memory_split, split
 
 from membuf.allocator import Allocator
 from membuf.errors import MalformedError, NeedMore
@@ -21,22 +20,6 @@ from membuf.media import amf0, av1, flv, rtmp
 from membuf.media.ring import FrameRing
 from membuf.memory import Memory, RecyclableMemory
 from membuf.reader import Reader
-
-
-def feed(segments: list[Any], parse: Callable[[Reader], Any]) -> tuple[list[Any], Reader]:
-    """Push segments one at a time, parsing everything available after each push."""
-    mem = Memory()
-    r = mem.reader()
-    out = []
-    for seg in segments:
-        mem.push(seg)
-        while True:
-            try:
-                out.append(parse(r))
-            except NeedMore:
-                break
-    return out, r
-
 
 # -- FLV ---------------------------------------------------------------------
 

@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from media_fixtures import avc_frame, rtmp_command, rtmp_message, rtmp_play_commands
 from splitting import SPLITS, split
+from splitting import feed as feed_splits
 
 from membuf import Allocator, Memory, Reader, RecyclableMemory, Writer
-from membuf.errors import NeedMore
 from membuf.media import amf0, relay, rtmp, servers
 from membuf.media.relay import Packet, Player, Relay, RelayCounts, control_packet, make_packet
 from membuf.media.ring import FrameRing
@@ -36,17 +36,8 @@ HANDSHAKE = b"\x03" + bytes(1536) + bytes(1536)      # C0, C1, C2
 
 
 def feed(segments: list[Any], parse: Callable[[Reader], Any]) -> list[Any]:
-    """Push segments one at a time into one Memory, parsing all that is complete after each."""
-    mem = Memory()
-    r = mem.reader()
-    out = []
-    for seg in segments:
-        mem.push(seg)
-        while True:
-            try:
-                out.append(parse(r))
-            except NeedMore:
-                break
+    """``splitting.feed``, which must leave nothing unparsed."""
+    out, r = feed_splits(segments, parse)
     assert len(r) == 0, f"{len(r)} bytes left unparsed"
     return out
 

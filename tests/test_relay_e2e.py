@@ -25,7 +25,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,8 @@ from media_fixtures import (
     rtmp_play_commands,
     rtmp_publish,
     rtmp_video,
+    run_server,
+    wait_for,
 )
 
 from membuf import Allocator, Memory
@@ -96,6 +97,14 @@ def ffmpeg_proc(*args: str) -> subprocess.Popen[str]:
                              *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
+def finish(server: subprocess.Popen[str], procs: list[subprocess.Popen[str]]) -> tuple[str, str]:
+    """Wait for every ffmpeg (each must exit 0), then for the ``--once`` server."""
+    for p in procs:
+        _, err = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 0, f"{p.args}: {err}"
+    return server.communicate(timeout=TIMEOUT)
+
+
 def test_players_join_mid_stream_and_record_exactly_the_source_from_a_keyframe(
         tmp_path: Path) -> None:
     src = tmp_path / "src.flv"    # 8 s, a keyframe every second
@@ -114,10 +123,7 @@ def test_players_join_mid_stream_and_record_exactly_the_source_from_a_keyframe(
             # up with the source
             procs.append(ffmpeg_proc("-copyts", "-i", url, "-c", "copy", "-f", "flv", str(rec)))
             recordings.append(rec)
-        for p in procs:
-            _, err = p.communicate(timeout=TIMEOUT)
-            assert p.returncode == 0, f"{p.args}: {err}"
-        out, err = server.communicate(timeout=TIMEOUT)
+        out, err = finish(server, procs)
     finally:
         for p in [server, *procs]:
             if p.poll() is None:
@@ -201,23 +207,6 @@ async def connect(port: int, rcvbuf: int | None = None) -> trio.SocketStream:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     await sock.connect(("127.0.0.1", port))
     return trio.SocketStream(sock)
-
-
-async def wait_for(predicate: Callable[[], object]) -> None:
-    while not predicate():
-        await trio.sleep(0.005)
-
-
-def run_server(server: RtmpServer, body: Callable[[int], Awaitable[None]]) -> None:
-    async def main() -> None:
-        with trio.fail_after(TIMEOUT):
-            async with trio.open_nursery() as nursery:
-                port = await nursery.start(server.run, 0)
-                await body(port)
-                while server.active or server.relays or server.allocator.stats().in_use:
-                    await trio.sleep(0.01)
-                nursery.cancel_scope.cancel()
-    trio.run(main)
 
 
 def make(**limits: Any) -> RtmpServer:
@@ -349,10 +338,7 @@ def test_http_flv_player_records_the_stream(tmp_path: Path) -> None:
         time.sleep(1.0)                          # the player is waiting for the stream
         procs.append(ffmpeg_proc("-i", str(src), "-c", "copy", "-f", "flv",
                                  f"rtmp://127.0.0.1:{port}/live/h"))
-        for p in procs:
-            _, perr = p.communicate(timeout=TIMEOUT)
-            assert p.returncode == 0, f"{p.args}: {perr}"
-        out, err = server.communicate(timeout=TIMEOUT)
+        out, err = finish(server, procs)
     finally:
         for p in [server, *procs]:
             if p.poll() is None:

@@ -274,13 +274,7 @@ class ChunkReader:
             if cs is not None and cs.body is not None and cs.ext == _NO_EXT:
                 if self.min_chunk_bytes is not None:
                     self._check_flood(1)
-                r.skip(1)
-                self.bytes_read += 1
-                self.chunks += 1
-                self._since_pause += 1
-                self._cur = cs
-                self._left = min(self.chunk_size, cs.length - cs.filled)
-                return cs
+                return self._enter(r, cs, 1)
         head = r.peek(min(18, len(r)))  # the longest header: 3 + 11 + 4
         if not head:
             raise NeedMore("RTMP chunk header needs at least 1 byte", 1)
@@ -346,6 +340,10 @@ class ChunkReader:
             cs.body = RecyclableMemory(self.allocator)
             cs.buf = _EMPTY
             cs.filled = 0
+        return self._enter(r, cs, need)
+
+    def _enter(self, r: Reader, cs: _ChunkStream, need: int) -> _ChunkStream:
+        """Commit a ``need``-byte chunk header of ``cs``: its payload is read next."""
         r.skip(need)
         self.bytes_read += need
         self.chunks += 1
@@ -598,6 +596,18 @@ class ServerSession:
         self._send(COMMAND_AMF0, amf0.encode(*values), csid=5 if stream_id else 3,
                    stream_id=stream_id)
 
+    def _status(self, stream_id: int, code: str, description: str, *,
+                level: str = "status", details: bool = True) -> None:
+        """``onStatus`` on a stream: level, code, description (and the stream's name)."""
+        info = {"level": level, "code": code, "description": description}
+        if details:
+            info["details"] = self.name
+        self._command("onStatus", 0.0, None, info, stream_id=stream_id)
+
+    def _user_control(self, event: int, stream_id: int) -> None:
+        """A User Control event about a stream (0: Stream Begin, 1: Stream EOF)."""
+        self._send(USER_CONTROL, event.to_bytes(2, "big") + stream_id.to_bytes(4, "big"))
+
     # -- bytes in ----------------------------------------------------------
 
     def next_event(self, r: Reader) -> Event:
@@ -686,17 +696,13 @@ class ServerSession:
             self._command("_result", tid, None, amf0.UNDEFINED)
         elif name == "publish":
             if self.playing:
-                self._command("onStatus", 0.0, None,
-                              {"level": "error", "code": "NetStream.Publish.BadName",
-                               "description": "this connection plays a stream"},
-                              stream_id=stream_id or 1)
+                self._status(stream_id or 1, "NetStream.Publish.BadName",
+                             "this connection plays a stream", level="error", details=False)
                 return None
             self.name = str(rest[0]) if rest else ""
-            self._send(USER_CONTROL, b"\x00\x00" + (stream_id or 1).to_bytes(4, "big"))
-            self._command("onStatus", 0.0, None,
-                          {"level": "status", "code": "NetStream.Publish.Start",
-                           "description": f"{self.name} is now published.", "details": self.name},
-                          stream_id=stream_id or 1)
+            self._user_control(0, stream_id or 1)                 # Stream Begin
+            self._status(stream_id or 1, "NetStream.Publish.Start",
+                         f"{self.name} is now published.")
             self.publishing = True
             return Publish(self.app, self.name)
         elif name in ("FCUnpublish", "deleteStream", "closeStream"):
@@ -708,20 +714,15 @@ class ServerSession:
                 return Stop(self.app, self.name)
         elif name == "play":
             if self.publishing or self.playing:
-                self._command("onStatus", 0.0, None,
-                              {"level": "error", "code": "NetStream.Play.Failed",
-                               "description": "this connection already publishes or plays"},
-                              stream_id=stream_id or 1)
+                self._status(stream_id or 1, "NetStream.Play.Failed",
+                             "this connection already publishes or plays", level="error",
+                             details=False)
                 return None
             self.name = str(rest[0]) if rest else ""
             self.play_stream_id = sid = stream_id or 1
-            self._send(USER_CONTROL, b"\x00\x00" + sid.to_bytes(4, "big"))  # Stream Begin
-            for code, what in (("NetStream.Play.Reset", "Playing and resetting"),
-                               ("NetStream.Play.Start", "Started playing")):
-                self._command("onStatus", 0.0, None,
-                              {"level": "status", "code": code,
-                               "description": f"{what} {self.name}.", "details": self.name},
-                              stream_id=sid)
+            self._user_control(0, sid)                            # Stream Begin
+            self._status(sid, "NetStream.Play.Reset", f"Playing and resetting {self.name}.")
+            self._status(sid, "NetStream.Play.Start", f"Started playing {self.name}.")
             self._send(DATA_AMF0, amf0.encode("|RtmpSampleAccess", True, True), csid=5,
                        stream_id=sid)
             self.playing = True
@@ -742,13 +743,10 @@ class ServerSession:
         if not self.playing:
             return
         sid = self.play_stream_id
-        self._send(USER_CONTROL, b"\x00\x01" + sid.to_bytes(4, "big"))  # Stream EOF
+        self._user_control(1, sid)                                # Stream EOF
         # last: ffmpeg stops reading at this status, and unread bytes would make its
         # close a reset
-        self._command("onStatus", 0.0, None,
-                      {"level": "status", "code": "NetStream.Play.UnpublishNotify",
-                       "description": f"{self.name}: {description}.", "details": self.name},
-                      stream_id=sid)
+        self._status(sid, "NetStream.Play.UnpublishNotify", f"{self.name}: {description}.")
         self.playing = False
 
     def close(self) -> None:
