@@ -1,6 +1,6 @@
 """The benchmark suite: every comparison in one run, side by side, one table of ratios.
 
-    python -m membuf bench [--quick | --check] [--only alloc split stream memory rtmp]
+    python -m membuf bench [--quick | --check] [--only alloc split stream memory rtmp resp]
     make bench            # the full run (under 15 minutes on 2 cores): rewrites the report
                           # part of docs/benchmarks.md (between its marks) and docs/img/
     make bench-quick      # under 2 minutes, prints only
@@ -17,7 +17,10 @@ every contender they time is defined once, in contenders.py):
   sender process (sender.py); raw recv_into as the limit; a frame-size sweep (full runs);
 * ``memory`` (suite_memory.py): RSS before / peak / after a burst; bytes held
   per idle connection, before and after idle_trim;
-* ``rtmp``   (suite_rtmp.py): serve-rtmp vs pyrtmp (full runs, when installed).
+* ``rtmp``   (suite_rtmp.py): serve-rtmp vs pyrtmp (full runs, when installed), and
+  the relay vs nginx-rtmp with N ffmpeg players;
+* ``resp``   (suite_resp.py): a RESP server on the Reader API vs trio receive_some +
+  bytearray, both under redis-benchmark (when installed).
 
 ``--check``: tiny sizes, one round, no warm-up; every checksum still verified,
 plus self-checks of the harness (a wrong checksum and a corrupted stream must be
@@ -65,7 +68,7 @@ from _common import (
 )
 
 PARTS = {"alloc": "suite_alloc", "split": "suite_split", "stream": "suite_stream",
-         "memory": "suite_memory", "rtmp": "suite_rtmp"}
+         "memory": "suite_memory", "rtmp": "suite_rtmp", "resp": "suite_resp"}
 DOC = REPO / "docs" / "benchmarks.md"
 IMG = REPO / "docs" / "img"
 # The report is the part of docs/benchmarks.md between these marks; the rest of the file
