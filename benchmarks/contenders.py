@@ -876,6 +876,23 @@ def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def inline_varint_reads(blob: bytes, n: int) -> int:
+    """The varint decoder written inline in the loop, as a hand-written parser has it
+    (no function call per value: the best plain-Python form)."""
+    total = pos = 0
+    for _ in range(n):
+        v = shift = 0
+        while True:
+            b = blob[pos]
+            pos += 1
+            v |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+        total += v
+    return total
+
+
 def struct_reads(blob: bytes, n: int) -> int:
     unpack, total, off = _be32, 0, 0
     for _ in range(n):

@@ -150,17 +150,3 @@ def measure(mode: Mode, prog: Progress) -> list[Part]:
 def steps(mode: Mode) -> int:
     return 0 if mode.check or missing(mode) else mode.pick(1, 2, 5)
 
-
-if __name__ == "__main__":
-    from _common import TABLE_HEAD, md_table, row_cells
-
-    with Progress(steps(Mode())) as prog:
-        parts = measure(Mode(), prog)
-    for p in parts:
-        for d in p.details:
-            print(f"\n### {d.title}\n\n{md_table(d.head, d.rows)}")
-        if p.rows:
-            print("\n" + md_table((*TABLE_HEAD, "note"), [[*row_cells(r), r.note]
-                                                          for r in p.rows]))
-        for note in p.notes:
-            print(f"note: {note}")

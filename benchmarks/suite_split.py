@@ -213,7 +213,7 @@ def reader_part(mode: Mode, prog: Progress) -> Part:
         "int.from_bytes(mv[i:i+4], 'big')": (partial(c.from_bytes_reads, blob, n), sum(be)),
         "Reader.read_leb128()": (partial(c.reader_leb128_reads, lblob, n), sum(leb)),
         "plain-Python varint loop": (partial(c.varint_reads, lblob, n), sum(leb)),
-        "plain-Python varint loop, inline": (partial(inline_varint_reads, lblob, n), sum(leb)),
+        "plain-Python varint loop, inline": (partial(c.inline_varint_reads, lblob, n), sum(leb)),
     }
     if c.have("leb128"):
         forms["leb128.u.decode_reader(BytesIO)"] = (partial(c.leb128_reader_reads, lblob, n),
@@ -246,23 +246,6 @@ def reader_part(mode: Mode, prog: Progress) -> Part:
                                     per[mine], base, per[base], higher_is_better=False,
                                     target=tgt))
     return part
-
-
-def inline_varint_reads(blob: bytes, n: int) -> int:
-    """The varint decoder written inline in the loop, as a hand-written parser has it
-    (no function call per value: the best plain-Python form)."""
-    total = pos = 0
-    for _ in range(n):
-        v = shift = 0
-        while True:
-            b = blob[pos]
-            pos += 1
-            v |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
-        total += v
-    return total
 
 
 def steps(mode: Mode) -> int:

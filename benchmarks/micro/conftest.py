@@ -26,16 +26,21 @@ round once and checks the result (``make test-micro``).
 
 from __future__ import annotations
 
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterable
 from math import ceil
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pytest_benchmark import plugin as _pb_plugin
 
 from membuf import Memory
+
+# the suite's baselines (benchmarks/contenders.py) are defined once and shared with this layer
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 MAX_ROUNDS = 10_000
 WARMUP_ROUNDS = 2
