@@ -151,24 +151,22 @@ static uint32_t range_insert_between(mb_alloc *a, uintptr_t start, size_t len, u
 /* Node x covers [start, start+len) now (the address order is kept). */
 static void range_set(mb_alloc *a, uint32_t x, uintptr_t start, size_t len)
 {
-    size_t old = a->ix.n[x].len;
     a->gen++;
     mb_index_set(&a->ix, x, start, len);
     if (a->sc)
-        mb_sc_moved(a->sc, &a->ix, x, old);
+        mb_sc_moved(a->sc, &a->ix, x);
 }
 
 /* The same for a range that only grew (a free merged into it): the fast path. */
-static inline void range_grow(mb_alloc *a, uint32_t x, uintptr_t start, size_t len)
+HOT_PATH void range_grow(mb_alloc *a, uint32_t x, uintptr_t start, size_t len)
 {
-    size_t old = a->ix.n[x].len;
     a->gen++;
     if (a->ix.by_size)
         mb_index_set(&a->ix, x, start, len);
     else
         mb_index_grow(&a->ix, x, start, len);
     if (a->sc)
-        mb_sc_moved(a->sc, &a->ix, x, old);
+        mb_sc_moved(a->sc, &a->ix, x);
 }
 
 static void range_remove(mb_alloc *a, uint32_t x)
@@ -405,7 +403,7 @@ static inline uintptr_t take_good_fit(mb_alloc *a, size_t n)
     } else {
         a->gen++;
         mb_index_shrink(&a->ix, x, s + n, len - n);
-        a->hot.moved = mb_sc_moved(a->sc, &a->ix, x, len);
+        a->hot.moved = mb_sc_moved(a->sc, &a->ix, x);
         a->hot.node = x;            /* malloc_locked records the rest */
         a->hot.len0 = len;
         a->hot.n = n;
@@ -557,7 +555,7 @@ static int refuse(mb_alloc *a, int code, uintptr_t s, size_t n, long ai, uint32_
  * checked): those bytes are allocated, the range they were carved from still starts at
  * hot.end, and the bytes before them are allocated or lie in another arena, so freeing
  * them is legal and gives them back to that range, exactly as the index would. */
-static inline void free_hot(mb_alloc *a, uintptr_t s, size_t n)
+HOT_PATH void free_hot(mb_alloc *a, uintptr_t s, size_t n)
 {
     uint32_t x = a->hot.node;
     size_t old = a->ix.n[x].len;
@@ -565,7 +563,7 @@ static inline void free_hot(mb_alloc *a, uintptr_t s, size_t n)
     a->gen++;
     mb_index_grow(&a->ix, x, s, old + n);
     if (s != a->hot.start || a->hot.moved)
-        a->hot.moved |= mb_sc_moved(a->sc, &a->ix, x, old);
+        a->hot.moved |= mb_sc_moved(a->sc, &a->ix, x);
     else    /* the whole malloc is back: the node is as before it, on the list it was on */
         MB_ASSERT(old + n == a->hot.len0);
     a->hot.end = s;
@@ -573,7 +571,7 @@ static inline void free_hot(mb_alloc *a, uintptr_t s, size_t n)
 }
 
 /* free_one for every range but a suffix of the last malloc: the index decides. */
-static int free_cold(mb_alloc *a, uintptr_t s, size_t n, long *arena_out)
+HOT_PATH int free_cold(mb_alloc *a, uintptr_t s, size_t n, long *arena_out)
 {
     long ai = locate(a, s);
     if (ai < 0)
@@ -653,7 +651,7 @@ int mb_alloc_free(mb_alloc *a, const void *p, size_t n)
     if (n == 0)
         return 0;
     mb_lock_take(&a->lock);
-    long ai;
+    long ai = -1;       /* set by free_one when it succeeds */
     int r = free_one(a, (uintptr_t)p, n, &ai);
     if (r == 0 && !a->arenas[ai].used)
         r = after_emptied(a, ai);
@@ -738,7 +736,7 @@ static int free_batch_locked(mb_alloc *a, const uint64_t *pairs, size_t count)
     int r = 0, emptied = 0;
     size_t i;
     for (i = 0; i < count; i++) {
-        long ai;
+        long ai = -1;
         if (!pairs[2 * i + 1])
             continue;
         r = free_one(a, (uintptr_t)pairs[2 * i], (size_t)pairs[2 * i + 1], &ai);
@@ -777,7 +775,7 @@ int mb_alloc_chunk_done(mb_alloc *a, const void *p, size_t n, uint64_t epoch, in
     int r = 0;
     mb_lock_take(&a->lock);
     if (epoch == a->epoch && n) {
-        long ai;
+        long ai = -1;
         r = free_one(a, (uintptr_t)p, n, &ai);
         if (r == 0) {
             if (disowned) {

@@ -38,7 +38,8 @@
     X(MB_BAD_CLASS_LINK, 203, "size classes: a list's back links disagree with its forward links") \
     X(MB_BAD_CLASS_STALE, 204, "size classes: a listed node is not a free range of the index") \
     X(MB_BAD_CLASS_WRONG, 205, "size classes: a free range is on a list neither of its class nor just below") \
-    X(MB_BAD_CLASS_MISSING, 206, "size classes: a free range of the index is on no list")
+    X(MB_BAD_CLASS_MISSING, 206, "size classes: a free range of the index is on no list") \
+    X(MB_BAD_CLASS_LIST, 207, "size classes: a node's record of its list names another list")
 
 enum mb_invariant {
 #define MB_INVARIANT_ENUM(name, code, text) name = code,

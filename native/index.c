@@ -21,7 +21,9 @@
  * or shrinking in place) are inline in index.h; this file does the rest.
  *
  * Nodes come from one pool addressed by 32-bit numbers (node 0 is nil, with
- * maxlen 0), so growing the pool with realloc never leaves a dangling link.
+ * maxlen 0), so growing the pool with realloc never leaves a dangling link. A
+ * node is 64 bytes and the pool starts on a 64-byte boundary (pool_grow): a node
+ * number becomes an address by one shift, and a node is one cache line.
  * The pool only grows before a tree operation, never during one.
  *
  * Invariants (mb_index_check): both trees are search trees and heaps on prio;
@@ -49,12 +51,33 @@ static uint32_t next_prio(mb_index *ix)
     return x;
 }
 
+/* The pool of cap nodes in block, whose first old nodes are in use (the rest is zeroed
+ * here), each node on a cache line of its own: block is realloc'd with 63 bytes of room
+ * and n is the first 64-byte boundary in it. realloc may move the block to another
+ * offset from a boundary; the nodes then move to the new boundary. NULL when out of
+ * memory, the pool as it was. */
+static mb_node *pool_grow(mb_index *ix, uint32_t cap, uint32_t old)
+{
+    size_t used = (size_t)old * sizeof(mb_node);
+    size_t was = ix->block ? (size_t)((unsigned char *)ix->n - (unsigned char *)ix->block) : 0;
+    unsigned char *raw = realloc(ix->block, (size_t)cap * sizeof(mb_node) + 63);
+    if (!raw)
+        return NULL;
+    size_t at = (64 - (uintptr_t)raw % 64) % 64;
+    if (at != was && used)
+        memmove(raw + at, raw + was, used);
+    mb_node *n = (mb_node *)(raw + at);
+    memset(n + old, 0, (size_t)(cap - old) * sizeof(mb_node));
+    ix->block = raw;
+    ix->n = n;
+    return n;
+}
+
 int mb_index_init(mb_index *ix, int by_size, uint32_t seed)
 {
     memset(ix, 0, sizeof *ix);
     ix->cap = 64;
-    ix->n = calloc(ix->cap, sizeof(mb_node));
-    if (!ix->n)
+    if (!pool_grow(ix, ix->cap, 0))
         return -1;
     for (uint32_t i = 1; i + 1 < ix->cap; i++)
         ix->n[i].c[0] = i + 1;
@@ -66,8 +89,9 @@ int mb_index_init(mb_index *ix, int by_size, uint32_t seed)
 
 void mb_index_destroy(mb_index *ix)
 {
-    free(ix->n);
+    free(ix->block);
     ix->n = NULL;
+    ix->block = NULL;
 }
 
 void mb_index_clear(mb_index *ix)
@@ -85,13 +109,11 @@ static uint32_t node_new(mb_index *ix)
         uint32_t old = ix->cap;
         if (old > UINT32_MAX / 2)
             return 0;
-        mb_node *grown = realloc(ix->n, (size_t)old * 2 * sizeof(mb_node));
+        mb_node *grown = pool_grow(ix, old * 2, old);
         if (!grown)
             return 0;
-        memset(grown + old, 0, (size_t)old * sizeof(mb_node));
         for (uint32_t i = old; i + 1 < old * 2; i++)
             grown[i].c[0] = i + 1;
-        ix->n = grown;
         ix->cap = old * 2;
         ix->spare = old;
     }
@@ -148,6 +170,23 @@ static void rotate_up(mb_index *ix, uint32_t x)
     mb_ix_update(ix, x);
 }
 
+/* Lift a new node x above its parent while it rises: rotate_up, except that x's own
+ * maxlen is left for the caller to derive once it stops (nothing reads it meanwhile:
+ * each rotation re-derives only the old parent, from subtrees that do not hold x). */
+static void rotate_up_rising(mb_index *ix, uint32_t x)
+{
+    uint32_t p = N(x).p, g = N(p).p;
+    unsigned side = R(p) == x;          /* x is p's child on this side */
+    uint32_t inner = N(x).c[!side];     /* moves from x to p */
+    N(p).c[side] = inner;
+    if (inner)
+        N(inner).p = p;
+    N(x).c[!side] = p;
+    N(p).p = x;
+    set_child(ix, g, p, x);
+    mb_ix_update(ix, p);
+}
+
 /* Hang x as a leaf below parent (0: x is the whole tree), then lift it to its heap place. */
 static void a_attach(mb_index *ix, uint32_t x, uint32_t parent)
 {
@@ -158,9 +197,13 @@ static void a_attach(mb_index *ix, uint32_t x, uint32_t parent)
         L(parent) = x;
     else
         R(parent) = x;
-    while (N(x).p && N(N(x).p).prio < N(x).prio)
-        rotate_up(ix, x);
-    mb_ix_grow_up(ix, N(x).p, N(x).len);   /* rotations kept maxlen exact at and below x */
+    if (parent && N(parent).prio < N(x).prio) {
+        do
+            rotate_up_rising(ix, x);
+        while (N(x).p && N(N(x).p).prio < N(x).prio);
+        mb_ix_update(ix, x);
+    }
+    mb_ix_grow_up(ix, N(x).p, N(x).len);   /* maxlen is exact at and below x */
 }
 
 static void a_insert(mb_index *ix, uint32_t x)

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "check.h"
+
 typedef struct mb_node {
     uintptr_t start;    /* first free byte */
     uint32_t c[2];      /* address-tree children: lower, higher addresses (0 = none); beside
@@ -16,10 +18,16 @@ typedef struct mb_node {
     uint32_t sl, sr;    /* size-tree children when by_size (best-fit); otherwise free for
                            the size-class lists of good-fit (sizeclass.c: next, prev) */
     uint32_t prio;      /* heap priority, random, shared by both trees */
+    uint32_t list;      /* good-fit: the size-class list the node is on (sizeclass.h) */
+    uint32_t spare_[3]; /* to 64 bytes: a node number becomes an address by one shift */
 } mb_node;
 
+/* C99 static assertion: the node is 64 bytes (see spare_). */
+typedef char mb_node_is_64_bytes[sizeof(mb_node) == 64 ? 1 : -1];
+
 typedef struct mb_index {
-    mb_node *n;         /* node pool; n[0] is the nil node (maxlen 0) */
+    mb_node *n;         /* node pool; n[0] is the nil node (maxlen 0); 64-byte aligned */
+    void *block;        /* the allocation n lies in (what free takes) */
     uint32_t cap;       /* nodes in the pool */
     uint32_t spare;     /* head of the list of unused nodes, linked by c[0] */
     uint32_t root;      /* address tree */
@@ -87,10 +95,12 @@ static inline void mb_ix_grow_up(mb_index *ix, uint32_t x, size_t m)
 }
 
 /* A range of old bytes at x or below it shrank or left: re-derive maxlen upwards while
- * an ancestor's maxlen was that length and no longer is. */
+ * an ancestor's maxlen was that length and no longer is. The walk needs no test for
+ * the top: the nil node above the root has maxlen 0, never a range's length. */
 static inline void mb_ix_shrink_up(mb_index *ix, uint32_t x, size_t old)
 {
-    for (; x && ix->n[x].maxlen == old; x = ix->n[x].p) {
+    MB_ASSERT(old > 0 && ix->n[0].maxlen == 0);
+    for (; ix->n[x].maxlen == old; x = ix->n[x].p) {
         mb_ix_update(ix, x);
         if (ix->n[x].maxlen == old)
             break;              /* another range of old bytes below: ancestors unchanged */

@@ -34,10 +34,14 @@
  * the rounding above stays exact; such a range is merely not offered to the
  * requests of its own class's size (they take another list, or the index).
  *
+ * Each node records the list it is on (mb_node.list), so that the stay-or-move
+ * test above costs one class computation and unlinking needs none.
+ *
  * Invariants (mb_sc_check): every free range of the index is on exactly one
- * list, the list of its class or of the class just below; a list's links agree
- * in both directions and its head has no predecessor; a bitmap bit is set iff
- * its list (or, for fl_map, one list of its first level) is non-empty. The nil
+ * list, the list of its class or of the class just below, and that is the list
+ * its node records; a list's links agree in both directions and its head has no
+ * predecessor; a bitmap bit is set iff its list (or, for fl_map, one list of its
+ * first level) is non-empty. The nil
  * node's sr is scratch: linking writes it to save a branch, nothing reads it.
  */
 #include "sizeclass.h"
@@ -48,20 +52,6 @@
 #include "check.h"
 
 void mb_sc_clear(mb_sizeclass *sc) { memset(sc, 0, sizeof *sc); }
-
-int mb_sc_relink(mb_sizeclass *sc, mb_index *ix, uint32_t x, size_t old_len)
-{
-    unsigned was = mb_sc_class(old_len), now = mb_sc_class(ix->n[x].len);
-    MB_ASSERT(was != now);
-    if (!ix->n[x].sr) {                 /* a head: its list is known */
-        unsigned on = was - (sc->head[was] != x);
-        if (on == now || on + 1 == now)
-            return 0;
-    }
-    mb_sc_unlink_len(sc, ix, x, old_len);
-    mb_sc_push(sc, ix, x, now);
-    return 1;
-}
 
 int mb_sc_check(const mb_sizeclass *sc, const mb_index *ix)
 {
@@ -93,6 +83,8 @@ int mb_sc_check(const mb_sizeclass *sc, const mb_index *ix)
                 e = MB_BAD_CLASS_STALE;
             else if (mb_sc_class(nx->len) != c && mb_sc_class(nx->len) != c + 1)
                 e = MB_BAD_CLASS_WRONG;
+            else if (nx->list != c)
+                e = MB_BAD_CLASS_LIST;
             if (e)
                 break;
             seen[x] = 1;

@@ -62,7 +62,7 @@ int mb_sc_check(const mb_sizeclass *sc, const mb_index *ix);
 
 /* ---- the hot operations ----------------------------------------------------- */
 
-/* Put node x (on no list) at the head of list c. */
+/* Put node x (on no list) at the head of list c; the node records c. */
 static inline void mb_sc_push(mb_sizeclass *sc, mb_index *ix, uint32_t x, unsigned c)
 {
     MB_ASSERT(c < MB_SC_COUNT);
@@ -70,16 +70,15 @@ static inline void mb_sc_push(mb_sizeclass *sc, mb_index *ix, uint32_t x, unsign
     uint32_t h = sc->head[c];
     n[x].sl = h;
     n[x].sr = 0;
+    n[x].list = c;
     n[h].sr = x;        /* h == 0 writes the nil node's sr: scratch, never read */
     sc->head[c] = x;
     sc->sl_map[c >> MB_SC_SL_BITS] |= 1u << (c & (MB_SC_SL_COUNT - 1));
     sc->fl_map |= UINT64_C(1) << (c >> MB_SC_SL_BITS);
 }
 
-/* Take node x off its list, x having been linked for a range of len bytes. A node
- * sits on the list of its class or of the class just below (see mb_sc_moved), so
- * only a list head needs its class: it is whichever of the two has x as its head. */
-static inline void mb_sc_unlink_len(mb_sizeclass *sc, mb_index *ix, uint32_t x, size_t len)
+/* Take node x off its list (the one it records). */
+static inline void mb_sc_unlink(mb_sizeclass *sc, mb_index *ix, uint32_t x)
 {
     mb_node *n = ix->n;
     uint32_t nx = n[x].sl, pv = n[x].sr;
@@ -88,8 +87,7 @@ static inline void mb_sc_unlink_len(mb_sizeclass *sc, mb_index *ix, uint32_t x, 
         n[pv].sl = nx;
         return;
     }
-    unsigned c = mb_sc_class(len);
-    c -= sc->head[c] != x;
+    unsigned c = n[x].list;
     MB_ASSERT(sc->head[c] == x);
     sc->head[c] = nx;
     if (!nx) {
@@ -98,11 +96,6 @@ static inline void mb_sc_unlink_len(mb_sizeclass *sc, mb_index *ix, uint32_t x, 
         if (!sc->sl_map[f])
             sc->fl_map &= ~(UINT64_C(1) << f);
     }
-}
-
-static inline void mb_sc_unlink(mb_sizeclass *sc, mb_index *ix, uint32_t x)
-{
-    mb_sc_unlink_len(sc, ix, x, ix->n[x].len);
 }
 
 /* Put a new free range x on the list of its class. */
@@ -119,22 +112,20 @@ static inline int mb_sc_same_class(size_t a, size_t b)
     return (a >> step) == (b >> step);
 }
 
-/* Node x had old_len bytes and has another length now, outside old_len's class: move
- * it to its new class's list unless its list is still that class's or the one just
- * below (sizeclass.c). 1 when it moved. */
-int mb_sc_relink(mb_sizeclass *sc, mb_index *ix, uint32_t x, size_t old_len);
-
-/* Node x had old_len bytes and has its present length now. It stays on its list while
- * that list is its class's or the one just below, so a range that grows back and
- * forth across one class boundary (a carve from a fresh power-of-two arena, given
- * back at once) is not moved every time; otherwise it moves to its class's list.
- * Every range on list c still holds at least the smallest length of class c. The
- * common case, both lengths in one class, costs one bit scan. 1 when it moved. */
-static inline int mb_sc_moved(mb_sizeclass *sc, mb_index *ix, uint32_t x, size_t old_len)
+/* Node x's length changed. It stays on its list while that list is its class's or the
+ * one just below, so a range that grows back and forth across one class boundary (a
+ * carve from a fresh power-of-two arena, given back at once) is not moved every time;
+ * otherwise it moves to its class's list. Every range on list c still holds at least
+ * the smallest length of class c. One class computation: the node records its list.
+ * 1 when it moved. */
+static inline int mb_sc_moved(mb_sizeclass *sc, mb_index *ix, uint32_t x)
 {
-    if (mb_sc_same_class(ix->n[x].len, old_len))
+    unsigned now = mb_sc_class(ix->n[x].len), on = ix->n[x].list;
+    if (now - on <= 1)                  /* unsigned: now is on or on + 1 */
         return 0;
-    return mb_sc_relink(sc, ix, x, old_len);
+    mb_sc_unlink(sc, ix, x);
+    mb_sc_push(sc, ix, x, now);
+    return 1;
 }
 
 /* A node whose length is >= n, from the lowest list all of whose lengths are >= n

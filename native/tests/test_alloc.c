@@ -436,6 +436,56 @@ static void test_threads(int strategy)
     mb_alloc_delete(shared);
 }
 
+/* The node pool stays on a 64-byte boundary as it grows (realloc may hand back a block
+ * at another offset: the nodes move with it), and no range is lost on the way. */
+static void test_index_pool(int by_size)
+{
+    mb_index ix;
+    CHECK(mb_index_init(&ix, by_size, 3) == 0);
+    CHECK(sizeof(mb_node) == 64 && (uintptr_t)ix.n % 64 == 0);
+    for (uint32_t i = 0; i < 20000; i++) {         /* 64 nodes at first: 9 doublings */
+        uintptr_t start = 4096 + (uintptr_t)((i * 7919u) % 20000u) * 64;
+        CHECK(mb_index_insert(&ix, start, 1 + i % 63) == 0);
+        CHECK((uintptr_t)ix.n % 64 == 0);
+        if (failures)
+            break;
+    }
+    CHECK(ix.count == 20000 && mb_index_check(&ix) == MB_SOUND);
+    CHECK(mb_index_largest(&ix) == 63);
+    for (uint32_t i = 0; i < 20000; i++)           /* every range where it was put */
+        CHECK(mb_index_find(&ix, 4096 + (uintptr_t)((i * 7919u) % 20000u) * 64) != 0);
+    mb_index_destroy(&ix);
+}
+
+/* A good-fit node records the list it is on: a record that names another list is
+ * caught by the check, by name. */
+static void test_class_record(void)
+{
+    mb_sizeclass sc;
+    mb_index ix;
+    mb_sc_clear(&sc);
+    CHECK(mb_index_init(&ix, 0, 9) == 0);
+    uint32_t x = mb_index_insert_node(&ix, 1000, 700), y = mb_index_insert_node(&ix, 5000, 90);
+    mb_sc_link(&sc, &ix, x);
+    mb_sc_link(&sc, &ix, y);
+    CHECK(ix.n[x].list == mb_sc_class(700) && mb_sc_check(&sc, &ix) == MB_SOUND);
+    mb_index_grow(&ix, x, 1000, 705);               /* one class up: stays (hysteresis) */
+    CHECK(mb_sc_moved(&sc, &ix, x) == 0 && mb_sc_check(&sc, &ix) == MB_SOUND);
+    mb_index_grow(&ix, x, 1000, 2000);              /* far up: moves, and records it */
+    CHECK(mb_sc_moved(&sc, &ix, x) == 1 && ix.n[x].list == mb_sc_class(2000));
+    CHECK(mb_sc_check(&sc, &ix) == MB_SOUND);
+    mb_index_shrink(&ix, x, 1000, 20);              /* below its list: must move down */
+    CHECK(mb_sc_moved(&sc, &ix, x) == 1 && ix.n[x].list == mb_sc_class(20));
+    CHECK(mb_sc_check(&sc, &ix) == MB_SOUND);
+    ix.n[y].list++;                                 /* a record naming the next list up */
+    CHECK(mb_sc_check(&sc, &ix) == MB_BAD_CLASS_LIST);
+    ix.n[y].list--;
+    mb_sc_unlink(&sc, &ix, y);
+    mb_index_remove_node(&ix, y);
+    CHECK(mb_sc_check(&sc, &ix) == MB_SOUND);
+    mb_index_destroy(&ix);
+}
+
 /* Every invariant code has its own sentence; codes outside the list say so. */
 static void test_check_names(void)
 {
@@ -444,7 +494,7 @@ static void test_check_names(void)
     CHECK(strstr(mb_check_name(MB_BAD_PARENT), "parent") != NULL);
     CHECK(strcmp(mb_check_name(12345), "unknown invariant") == 0);
     CHECK(strcmp(mb_check_name(MB_BAD_NIL), mb_check_name(MB_BAD_COUNT)) != 0);
-    for (int code = MB_BAD_CLASS_FL_MAP; code <= MB_BAD_CLASS_MISSING; code++)
+    for (int code = MB_BAD_CLASS_FL_MAP; code <= MB_BAD_CLASS_LIST; code++)
         CHECK(strncmp(mb_check_name(code), "size classes: ", 14) == 0);
     CHECK(strcmp(mb_check_name(MB_BAD_CLASS_TWICE), mb_check_name(MB_BAD_CLASS_LINK)) != 0);
 }
@@ -460,6 +510,9 @@ int main(void)
         test_spare_and_trim(strategy);
         test_batch(strategy);
     }
+    test_index_pool(0);
+    test_index_pool(1);
+    test_class_record();
     test_best_fit();
     test_good_fit();
     test_good_fit_last_malloc();
