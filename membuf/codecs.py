@@ -145,47 +145,12 @@ def _payload_views(payload: Any) -> list[Any]:
                         f"{type(payload).__name__}") from None
 
 
-def _encode(codec: Any, payload: Any, writer: Any) -> Memory | None:
-    """Prefix (or delimiter) plus the payload by reference, into ``writer`` or a new Memory."""
-    views = _payload_views(payload)
-    n = sum(v.nbytes for v in views)
-    if n > codec.max_frame:
-        raise MalformedError(f"encode of a {n}-byte payload: over max_frame={codec.max_frame}; "
-                             "nothing was written")
-    if codec.delim is not None:
-        if n and Memory(*views).reader().find(codec.delim) >= 0:
-            raise ValueError(f"encode: the payload contains the delimiter {codec.delim!r}, so the "
-                             "peer would cut it in two; nothing was written")
-    else:
-        if codec.offset:
-            raise ValueError(f"encode cannot make the {codec.offset} header bytes before the length "
-                             "field: write them first, then encode with an offset=0 codec")
-        field = n - codec.adjust
-        if not 0 <= field <= _FIELD_MAX[codec.prefix]:
-            raise ValueError(f"encode: a {n}-byte payload needs a length field of {field} "
-                             f"(adjust={codec.adjust}), which {codec.prefix} cannot hold")
-    w = Writer() if writer is None else writer
-    if codec.delim is None:
-        width = _PREFIXES[codec.prefix]
-        if not width:
-            w.write_leb128(field)
-        elif codec.prefix[0] == "l":
-            w.write_le(width, field)
-        else:
-            w.write_be(width, field)
-    for v in views:
-        w.write_ref(v)
-    if codec.delim is not None:
-        w.write(codec.delim)
-    return w.take() if writer is None else None
-
-
 class _Encodes:
     """``encode`` for the built-in framers, compiled and pure alike."""
 
     __slots__ = ()
 
-    def encode(self, payload: Any, writer: Any = None) -> Memory | None:
+    def encode(self: Any, payload: Any, writer: Any = None) -> Memory | None:
         """The frame for ``payload``: its length prefix (or delimiter) and the payload
         itself by reference, so a received frame can be echoed or relayed as it is.
 
@@ -200,7 +165,45 @@ class _Encodes:
                 ``adjust``/``offset``), or the payload contains the delimiter.
             TypeError: the payload is not bytes-like.
         """
-        return _encode(self, payload, writer)
+        kind = type(payload)
+        if kind is bytes or kind is bytearray:     # one flat payload (the common case): no views
+            parts: Any = (payload,)
+            n = len(payload)
+        else:
+            parts = _payload_views(payload)
+            n = sum(v.nbytes for v in parts)
+        if n > self.max_frame:
+            raise MalformedError(f"encode of a {n}-byte payload: over "
+                                 f"max_frame={self.max_frame}; nothing was written")
+        delim = self.delim
+        if delim is not None:
+            if n and Memory(*parts).reader().find(delim) >= 0:
+                raise ValueError(f"encode: the payload contains the delimiter {delim!r}, so the "
+                                 "peer would cut it in two; nothing was written")
+        else:
+            if self.offset:
+                raise ValueError(f"encode cannot make the {self.offset} header bytes before the "
+                                 "length field: write them first, then encode with an offset=0 "
+                                 "codec")
+            prefix = self.prefix
+            field = n - self.adjust
+            if not 0 <= field <= _FIELD_MAX[prefix]:
+                raise ValueError(f"encode: a {n}-byte payload needs a length field of {field} "
+                                 f"(adjust={self.adjust}), which {prefix} cannot hold")
+        w = Writer() if writer is None else writer
+        if delim is None:
+            width = _PREFIXES[prefix]
+            if not width:
+                w.write_leb128(field)
+            elif prefix[0] == "l":
+                w.write_le(width, field)
+            else:
+                w.write_be(width, field)
+        for v in parts:
+            w.write_ref(v)
+        if delim is not None:
+            w.write(delim)
+        return w.take() if writer is None else None
 
 
 # -- the compiled framers ---------------------------------------------------------------

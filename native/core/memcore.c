@@ -66,25 +66,6 @@ static Py_ssize_t memcore_length(MemCoreObject *m)
     return m->size;
 }
 
-/* obj as a segment view: itself when it already is one, a view of a bytes or bytearray,
- * else whatever membuf.memory.as_view makes of it (its checks and messages). */
-static PyObject *as_segment(PyObject *obj)
-{
-    if (PyMemoryView_Check(obj)) {       /* (memoryview cannot be subclassed) */
-        const unsigned char *p;
-        Py_ssize_t n;
-        if (view_alive(obj) && view_segment(obj, &p, &n) == 0)
-            return Py_NewRef(obj);
-        PyErr_Clear();
-    } else if (PyBytes_CheckExact(obj) || PyByteArray_CheckExact(obj))
-        return PyMemoryView_FromObject(obj);
-    if (!mb_as_view) {
-        PyErr_SetString(PyExc_RuntimeError, "membuf._core is not bound yet (import membuf)");
-        return NULL;
-    }
-    return PyObject_CallOneArg(mb_as_view, obj);
-}
-
 /* push(*segments): append by reference, all or nothing. */
 static PyObject *memcore_push(MemCoreObject *m, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -93,7 +74,7 @@ static PyObject *memcore_push(MemCoreObject *m, PyObject *const *args, Py_ssize_
         return NULL;
     Py_ssize_t added = 0;
     for (Py_ssize_t i = 0; i < nargs; i++) {
-        PyObject *v = as_segment(args[i]);
+        PyObject *v = view_as_segment(args[i], mb_as_view);
         if (!v) {
             Py_DECREF(views);
             return NULL;

@@ -61,3 +61,20 @@ PyObject *view_empty(void)
         return NULL;
     return PyMemoryView_FromObject(empty_bytes);
 }
+
+PyObject *view_as_segment(PyObject *obj, PyObject *as_view)
+{
+    if (PyMemoryView_Check(obj)) {       /* (memoryview cannot be subclassed) */
+        const unsigned char *p;
+        Py_ssize_t n;
+        if (view_alive(obj) && view_segment(obj, &p, &n) == 0)
+            return Py_NewRef(obj);
+        PyErr_Clear();
+    } else if (PyBytes_CheckExact(obj) || PyByteArray_CheckExact(obj))
+        return PyMemoryView_FromObject(obj);
+    if (!as_view) {
+        PyErr_SetString(PyExc_RuntimeError, "membuf._core is not bound yet (import membuf)");
+        return NULL;
+    }
+    return PyObject_CallOneArg(as_view, obj);
+}

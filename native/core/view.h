@@ -50,6 +50,11 @@ static inline int view_alive(PyObject *mv)
  * are, unless someone edited its private segment list). */
 int view_segment(PyObject *obj, const unsigned char **p, Py_ssize_t *len);
 
+/* obj as a new reference to a segment view: obj itself when it already is one, a view
+ * of a bytes or bytearray, else whatever as_view (membuf.memory.as_view, bound at
+ * import) makes of it, with its checks and messages. */
+PyObject *view_as_segment(PyObject *obj, PyObject *as_view);
+
 /* The ValueError for a segment whose memoryview was released; returns -1. */
 int view_released(void);
 

@@ -390,7 +390,7 @@ static PyObject *writer_write(WriterObject *w, PyObject *obj)
 /* write_ref(view): append by reference: the bytes are never copied. */
 static PyObject *writer_write_ref(WriterObject *w, PyObject *obj)
 {
-    PyObject *view = PyObject_CallOneArg(as_view, obj);
+    PyObject *view = view_as_segment(obj, as_view);
     if (!view)
         return NULL;
     Py_ssize_t n = PyObject_Length(view);
