@@ -146,7 +146,9 @@ def _payload_views(payload: Any) -> list[Any]:
 
 
 class _Encodes:
-    """``encode`` for the built-in framers, compiled and pure alike."""
+    """``encode`` of the pure-Python framers, and the general case of the compiled ones
+    (their C ``encode`` does a prefix and a flat payload itself, with the same checks
+    and messages, and hands everything else here)."""
 
     __slots__ = ()
 
@@ -206,11 +208,15 @@ class _Encodes:
         return w.take() if writer is None else None
 
 
+_core._bind_encode(_Encodes.encode)
+
+
 # -- the compiled framers ---------------------------------------------------------------
 
 
 class Framer(_core.Framer):
-    """Base of the compiled framers: ``split`` / ``split_views`` in C (native/core/framer.c).
+    """Base of the compiled framers: ``split`` / ``split_views`` in C (native/core/framer.c),
+    and ``encode`` (in C for a prefix and a flat payload; else :meth:`_Encodes.encode`).
 
     ``joined`` counts frames that ``split_views`` had to copy into one buffer
     because they spanned segments.
@@ -219,7 +225,7 @@ class Framer(_core.Framer):
     __slots__ = ()
 
 
-class LengthPrefixed(_Encodes, Framer):
+class LengthPrefixed(Framer):
     """Frames with a length field: ``"leb128"``, ``"be16"``, ``"be24"``, ``"be32"``,
     ``"le16"`` or ``"le32"``, after Netty's LengthFieldBasedFrameDecoder.
 
@@ -256,7 +262,7 @@ class LengthPrefixed(_Encodes, Framer):
         return _prefixed_repr(self)
 
 
-class Delimited(_Encodes, Framer):
+class Delimited(Framer):
     """Frames ended by a delimiter (not included in the frame), e.g. ``b"\\r\\n"``.
 
     Args:

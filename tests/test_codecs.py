@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from splitting import SPLITS, memory_split, reader_split
 
 import membuf
 import membuf.codecs
+import membuf.writer
 from membuf import Allocator, MalformedError, Memory, MemoryLimitError, Reader
 from membuf._native import ffi, lib
 from membuf.codecs import Codec, Delimited, LengthPrefixed
@@ -480,6 +482,67 @@ def test_encode_then_split_round_trips(impl: Any, prefix: str, payloads: list[by
     stream = w.take()
     r = stream.reader()
     assert [bytes(v) for v in codec.split_views(r)] == ok and len(r) == 0
+
+
+def _released() -> memoryview:
+    mv = memoryview(b"gone")
+    mv.release()
+    return mv
+
+
+ENCODE_PAYLOADS = {
+    "bytes": lambda: b"abc",
+    "empty": lambda: b"",
+    "bytearray": lambda: bytearray(b"x" * 300),
+    "view": lambda: memoryview(b"0123456789")[2:7],
+    "strided": lambda: memoryview(b"0123456789")[::2],
+    "released": _released,
+    "array": lambda: __import__("array").array("H", [1, 2, 3]),
+    "memory": lambda: Memory(b"ab", b"", b"cde"),
+    "int": lambda: 5,
+    "str": lambda: "text",
+    "big": lambda: b"y" * 70000,
+}
+
+
+def _encode_as(how: str, codec: Any, p: Any, w: Any) -> Any:
+    if how == "none":
+        return codec.encode(p)
+    if how == "keyword":
+        return codec.encode(p, writer=w)
+    if how == "extra args":
+        return codec.encode(p, w, 1, 2, 3, 4, 5, 6)
+    return codec.encode(p, w)                   # "writer", "pywriter"
+
+
+def _outcome(call: Any) -> Any:
+    try:
+        out = call()
+    except Exception as e:  # noqa: BLE001 - the outcome compared is the exception itself
+        return type(e).__name__, str(e)
+    return "ok", None if out is None else bytes(out)
+
+
+@pytest.mark.parametrize("payload", list(ENCODE_PAYLOADS))
+@pytest.mark.parametrize("codec_args", [("leb128", {}), ("be16", {}), ("be24", {"adjust": -2}),
+                                        ("le16", {"adjust": 3}), ("le32", {"max_frame": 4}),
+                                        ("be32", {"offset": 1})],
+                         ids=lambda a: f"{a[0]}{a[1] or ''}")
+@pytest.mark.parametrize("writer", ["none", "writer", "keyword", "pywriter", "extra args"])
+def test_encode_compiled_agrees_with_pure(payload: str, codec_args: Any, writer: str) -> None:
+    """The compiled encode (C for a prefix and a flat payload, the shared Python code for
+    the rest) and the pure one: the same frame or the same error and message, and a
+    Writer left with the same bytes."""
+    prefix, kw = codec_args
+    outcomes = []
+    for impl in (LengthPrefixed, membuf.codecs.PyLengthPrefixed):
+        codec = impl(prefix, **{"max_frame": 1 << 20, **kw})
+        w = membuf.writer.PyWriter() if writer == "pywriter" else membuf.Writer()
+        w.write(b"<")
+        p = ENCODE_PAYLOADS[payload]()
+        call = partial(_encode_as, writer, codec, p, w)
+        outcomes.append((_outcome(call), bytes(w.take())))
+    assert outcomes[0] == outcomes[1]
 
 
 @pytest.mark.parametrize("impl", [Delimited, membuf.codecs.PyDelimited])

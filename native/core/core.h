@@ -54,6 +54,13 @@ extern PyTypeObject RecyclableCore_Type;        /* bump.c: under membuf.Recyclab
 int bump_exec(PyObject *module);                /* bump.c: readies and adds RecyclableCore */
 extern PyMethodDef writer_module_methods[];     /* writer.c: _bind_writer */
 
+/* For the framers' encode (framer.c), on a compiled Writer (exact type): a length field
+ * (width 0: LEB128; else width bytes, little or big endian), a payload view of n bytes
+ * by reference, and take(). -1 / NULL with an exception set. */
+int mb_writer_put_field(PyObject *w, int width, int little, unsigned long long v);
+int mb_writer_put_ref(PyObject *w, PyObject *view, Py_ssize_t n);
+PyObject *mb_writer_take(PyObject *w);
+
 /* Result codes of Heap.free beyond the allocator's own (alloc.h). */
 #define HEAP_ENOTBUFFER (-100)  /* not a bytes-like object */
 #define HEAP_ENOTCONTIG (-101)  /* a strided view */

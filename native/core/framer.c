@@ -691,11 +691,116 @@ static PyGetSetDef framer_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
+/* ---- encode ---------------------------------------------------------------------------- */
+
+/* membuf.codecs._Encodes.encode, bound at import (_bind_encode): the general encode
+ * (a Memory payload, a delimiter, another Writer, keywords), whose checks and messages
+ * the common case below repeats word for word. */
+static PyObject *encode_general;
+
+static PyObject *bind_encode(PyObject *self, PyObject *fn)
+{
+    (void)self;
+    Py_XSETREF(encode_general, Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+static PyObject *encode_fallback(FramerObject *f, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames)
+{
+    if (!encode_general) {
+        PyErr_SetString(PyExc_RuntimeError, "membuf._core is not bound yet (import membuf)");
+        return NULL;
+    }
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, total = nargs + nkw + 1;
+    PyObject *small[4], **stack = small;    /* self, then the arguments as they came */
+    if (total > 4 && !(stack = PyMem_New(PyObject *, (size_t)total)))
+        return PyErr_NoMemory();
+    stack[0] = (PyObject *)f;
+    for (Py_ssize_t i = 0; i < nargs + nkw; i++)
+        stack[i + 1] = args[i];
+    PyObject *out = PyObject_Vectorcall(encode_general, stack, (size_t)(nargs + 1), kwnames);
+    if (stack != small)
+        PyMem_Free(stack);
+    return out;
+}
+
+/* encode(payload, writer=None): the length field, then the payload by reference. Here
+ * the common case: a prefix framer, a bytes, bytearray or segment memoryview payload,
+ * a compiled Writer or none; everything else goes to encode_general. */
+static PyObject *framer_encode(FramerObject *f, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames)
+{
+    PyObject *payload = nargs >= 1 ? args[0] : NULL;
+    PyObject *writer = nargs >= 2 ? args[1] : Py_None;
+    if (kwnames || nargs < 1 || nargs > 2 || (f->kind != FR_LEB128 && f->kind != FR_BE &&
+                                              f->kind != FR_LE) ||
+        (writer != Py_None && !Py_IS_TYPE(writer, &Writer_Type)))
+        return encode_fallback(f, args, nargs, kwnames);
+    PyObject *view;
+    if (PyBytes_CheckExact(payload) || PyByteArray_CheckExact(payload)) {
+        if (!(view = PyMemoryView_FromObject(payload)))
+            return NULL;
+    } else if (PyMemoryView_Check(payload)) {
+        const unsigned char *p;
+        Py_ssize_t len;
+        if (!view_alive(payload) || view_segment(payload, &p, &len) < 0) {
+            PyErr_Clear();
+            return encode_fallback(f, args, nargs, kwnames);
+        }
+        view = Py_NewRef(payload);
+    } else
+        return encode_fallback(f, args, nargs, kwnames);
+    Py_ssize_t n = PyMemoryView_GET_BUFFER(view)->len;
+    /* beyond these the exact (big-int) arithmetic of the general path decides */
+    const long long far = 1LL << 62;
+    if (n > far || f->adjust > far || f->adjust < -far) {
+        Py_DECREF(view);
+        return encode_fallback(f, args, nargs, kwnames);
+    }
+    PyObject *out = NULL, *own = NULL;
+    long long field = (long long)n - f->adjust;
+    unsigned long long fmax = f->width ? (1ULL << (8 * f->width)) - 1 : ~0ULL;
+    int ok = 0;
+    if ((unsigned long long)n > f->max_frame)
+        PyErr_Format(mb_MalformedError, "encode of a %zd-byte payload: over max_frame=%llu; "
+                     "nothing was written", n, f->max_frame);
+    else if (f->offset)
+        PyErr_Format(PyExc_ValueError, "encode cannot make the %zd header bytes before the "
+                     "length field: write them first, then encode with an offset=0 codec",
+                     f->offset);
+    else if (field < 0 || (unsigned long long)field > fmax)
+        PyErr_Format(PyExc_ValueError, "encode: a %zd-byte payload needs a length field of %lld "
+                     "(adjust=%lld), which %U cannot hold", n, field, f->adjust, f->prefix);
+    else if (writer != Py_None)
+        ok = 1;
+    else
+        ok = (writer = own = PyObject_CallNoArgs((PyObject *)&Writer_Type)) != NULL;
+    if (ok && mb_writer_put_field(writer, f->width, f->kind == FR_LE,
+                                  (unsigned long long)field) == 0 &&
+        mb_writer_put_ref(writer, view, n) == 0)
+        out = own ? mb_writer_take(own) : Py_NewRef(Py_None);
+    Py_DECREF(view);
+    Py_XDECREF(own);
+    return out;
+}
+
+PyMethodDef framer_module_methods[] = {
+    {"_bind_encode", bind_encode, METH_O, "Bind the general encode (membuf.codecs)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyMethodDef framer_methods[] = {
     {"split", (PyCFunction)framer_split, METH_O,
      "Consume every complete frame now buffered; each as a Memory (zero-copy)."},
     {"split_views", (PyCFunction)(void (*)(void))framer_split_views, METH_FASTCALL | METH_KEYWORDS,
      "split_views(reader, allocator=None): every complete frame as one memoryview."},
+    {"encode", (PyCFunction)(void (*)(void))framer_encode, METH_FASTCALL | METH_KEYWORDS,
+     "encode(payload, writer=None): the frame for payload, its length prefix (or delimiter)\n"
+     "and the payload itself by reference, appended to writer (then None is returned) or\n"
+     "returned as a Memory. MalformedError over max_frame; ValueError when the prefix\n"
+     "cannot hold the length or the payload contains the delimiter; TypeError for a\n"
+     "payload that is not bytes-like or a Memory. Nothing is written on error."},
     {NULL, NULL, 0, NULL},
 };
 

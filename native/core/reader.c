@@ -869,5 +869,7 @@ int reader_exec(PyObject *module)
         if (PyType_Ready(types[i]) < 0 ||
             PyModule_AddObjectRef(module, names[i], (PyObject *)types[i]) < 0)
             return -1;
+    if (PyModule_AddFunctions(module, framer_module_methods) < 0)
+        return -1;
     return PyModule_AddFunctions(module, reader_module_methods);
 }

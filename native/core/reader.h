@@ -75,6 +75,7 @@ extern PyTypeObject MemCore_Type, Reader_Type, Transaction_Type, Framer_Type;
 
 /* membuf's Python pieces, bound once by membuf.memory (_bind_reader). */
 extern PyObject *mb_NeedMore, *mb_MalformedError, *mb_MembufError;
+extern PyMethodDef framer_module_methods[];    /* framer.c: _bind_encode */
 extern PyTypeObject *mb_Memory;         /* membuf.Memory, a subclass of MemoryCore */
 extern PyObject *mb_as_view;            /* membuf.memory.as_view */
 /* Segments scanned or searched so far (a work meter for the linear-work tests). */

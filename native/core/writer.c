@@ -388,20 +388,25 @@ static PyObject *writer_write(WriterObject *w, PyObject *obj)
 }
 
 /* write_ref(view): append by reference: the bytes are never copied. */
+static int put_ref(WriterObject *w, PyObject *view, Py_ssize_t n)
+{
+    if (n > 0 && (close_run(w) < 0 || PyList_Append(w->segs, view) < 0 ||
+                  PyList_Append(w->addrs, Py_None) < 0))
+        return -1;
+    w->size += n;
+    return 0;
+}
+
 static PyObject *writer_write_ref(WriterObject *w, PyObject *obj)
 {
     PyObject *view = view_as_segment(obj, as_view);
     if (!view)
         return NULL;
     Py_ssize_t n = PyObject_Length(view);
-    int r = n < 0 ? -1 : 0;
-    if (r == 0 && n > 0)
-        r = (close_run(w) < 0 || PyList_Append(w->segs, view) < 0 ||
-             PyList_Append(w->addrs, Py_None) < 0) ? -1 : 0;
+    int r = n < 0 ? -1 : put_ref(w, view, n);
     Py_DECREF(view);
     if (r < 0)
         return NULL;
-    w->size += n;
     Py_RETURN_NONE;
 }
 
@@ -576,6 +581,37 @@ static PyObject *writer_repr(WriterObject *w)
     return PyUnicode_FromFormat("<membuf.Writer %zd bytes in %zd segments%s>", w->size,
                                 PyList_GET_SIZE(w->segs) + (w->pos > w->run_start),
                                 w->allocator ? ", native" : "");
+}
+
+/* ---- for the framers' encode (framer.c) ------------------------------------------ */
+
+int mb_writer_put_field(PyObject *wo, int width, int little, unsigned long long v)
+{
+    WriterObject *w = (WriterObject *)wo;
+    MB_ASSERT(Py_IS_TYPE(wo, &Writer_Type) && width >= 0 && width <= 8);
+    if (!width) {
+        PyObject *r = put_leb128(w, v);
+        Py_XDECREF(r);
+        return r ? 0 : -1;
+    }
+    unsigned char *p = room(w, width);
+    if (!p)
+        return -1;
+    for (int i = 0; i < width; i++)
+        p[little ? i : width - 1 - i] = (unsigned char)(v >> (8 * i));
+    return 0;
+}
+
+int mb_writer_put_ref(PyObject *wo, PyObject *view, Py_ssize_t n)
+{
+    MB_ASSERT(Py_IS_TYPE(wo, &Writer_Type));
+    return put_ref((WriterObject *)wo, view, n);
+}
+
+PyObject *mb_writer_take(PyObject *wo)
+{
+    MB_ASSERT(Py_IS_TYPE(wo, &Writer_Type));
+    return writer_take((WriterObject *)wo, NULL);
 }
 
 static PyMethodDef writer_methods[] = {
