@@ -198,7 +198,7 @@ class TrioSender(Sender):
         if raw is None or not segments:
             return 0
         try:
-            return int(raw.sendmsg(segments[:IOV_MAX]))
+            return int(raw.sendmsg(segments if len(segments) <= IOV_MAX else segments[:IOV_MAX]))
         except (BlockingIOError, InterruptedError):
             return 0
         except OSError as exc:

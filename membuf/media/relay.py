@@ -219,13 +219,19 @@ class Player:
         if self.flv is not None:
             packet.flv_tag(self.flv)
         elif self.nowait is not None and not self.queue and not self._sending:
+            wire = packet.wire      # (made once per packet, shared by every player)
             try:
-                sent = self.nowait(packet.wire)
+                sent = self.nowait(wire)
             except Exception:      # the peer is gone: its own task finds out and leaves
                 sent = 0
                 self.nowait = None
-            if sent == packet.wire_size:
-                self._count((packet,))
+            if sent == packet._wire_size:
+                counts = self.counts          # _count of one packet, inline (per player)
+                if counts is not None and packet.body is not None:
+                    counts.messages += 1
+                    counts.bytes += packet.size
+                    if self.copies:
+                        counts.payload_copies += 1
                 self._progress()
                 return
             self._offset = sent
