@@ -38,6 +38,7 @@ from .media.limits import Limits
 from .media.servers import RtmpServer
 from .memory import Memory
 from .stream import Connection, open_tcp, serve_tcp
+from .writer import Writer
 
 
 def stats_table(rows: list[tuple[str, AllocatorStats]]) -> str:
@@ -86,29 +87,21 @@ def allocator_walkthrough(out: list[str] | None = None) -> Allocator:
 # -- part 2: loopback server and client ------------------------------------------------
 
 
-def leb128(n: int) -> bytes:
-    """Unsigned LEB128 encoding of ``n``."""
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | 0x80 if n else b)
-        if not n:
-            return bytes(out)
-
-
 def make_block(seed: int = 1, frames: int = 2000) -> tuple[Memory, int]:
-    """A Memory of ``frames`` messages (prefix and payload as separate segments).
+    """A Memory of ``frames`` messages, each a LEB128 prefix written by the Writer and
+    the payload by reference (``LengthPrefixed.encode``).
 
     Mostly 16..300 byte messages with a 16 KiB one every 50; returns the Memory
     and the message count.
     """
+    from .codecs import LengthPrefixed
+
     rng = random.Random(seed)
-    segments: list[bytes] = []
+    codec, w = LengthPrefixed("leb128", max_frame=1 << 20), Writer()
     for i in range(frames):
         n = 16 << 10 if i % 50 == 49 else rng.randint(16, 300)
-        segments += (leb128(n), rng.randbytes(n))
-    return Memory(*segments), frames
+        codec.encode(rng.randbytes(n), w)
+    return w.take(), frames
 
 
 @dataclass
@@ -223,12 +216,14 @@ async def loopback_demo(
 
     async def handler(conn: Connection) -> None:
         codec = LengthPrefixed("leb128", max_frame=1 << 20)
+        ack = Writer()              # the reply per batch: its frame count as a LEB128
         try:
             async for batch in conn.reader.frames(codec, views=True, batch=True):
                 traffic.frames += len(batch)
                 traffic.payload += sum(map(len, batch))
                 traffic.batches += 1
-                await conn.send(leb128(len(batch)))
+                ack.write_leb128(len(batch))
+                await conn.send(ack.take())
         finally:
             served.set()
 
