@@ -588,7 +588,8 @@ class ServerSession:
         any event exists, so a driver that sends only after events must check this."""
         return bool(self._out)
 
-    def _send(self, mtype: int, payload: bytes, *, csid: int = 2, stream_id: int = 0) -> None:
+    def _send(self, mtype: int, payload: bytes | Memory, *, csid: int = 2,
+              stream_id: int = 0) -> None:
         self._out.extend(encode_chunks(mtype, payload, csid=csid, stream_id=stream_id,
                                        chunk_size=self.out_chunk_size))
 
@@ -604,9 +605,16 @@ class ServerSession:
             info["details"] = self.name
         self._command("onStatus", 0.0, None, info, stream_id=stream_id)
 
+    def _control(self, mtype: int, *fields: tuple[int, int]) -> None:
+        """A control message whose payload is big-endian fields, ``(width, value)`` each."""
+        w = Writer()
+        for width, value in fields:
+            w.write_be(width, value)
+        self._send(mtype, w.take())
+
     def _user_control(self, event: int, stream_id: int) -> None:
         """A User Control event about a stream (0: Stream Begin, 1: Stream EOF)."""
-        self._send(USER_CONTROL, event.to_bytes(2, "big") + stream_id.to_bytes(4, "big"))
+        self._control(USER_CONTROL, (2, event), (4, stream_id))
 
     # -- bytes in ----------------------------------------------------------
 
@@ -658,7 +666,7 @@ class ServerSession:
         received = self.chunks.bytes_read + 2 * HANDSHAKE_SIZE + 1  # the sequence counts C0-C2
         if received - self._acked >= self.peer_window:
             self._acked = received
-            self._send(ACK, (received & 0xFFFFFFFF).to_bytes(4, "big"))
+            self._control(ACK, (4, received & 0xFFFFFFFF))
 
     def _handle(self, msg: Message) -> Event | None:
         t = msg.type
@@ -683,9 +691,9 @@ class ServerSession:
         if name == "connect":
             info = args[1] if len(args) > 1 and isinstance(args[1], dict) else {}
             self.app = str(info.get("app", "")).strip("/")
-            self._send(WINDOW_ACK_SIZE, self.window.to_bytes(4, "big"))
-            self._send(SET_PEER_BANDWIDTH, self.window.to_bytes(4, "big") + b"\x02")
-            self._send(SET_CHUNK_SIZE, self.out_chunk_size.to_bytes(4, "big"))
+            self._control(WINDOW_ACK_SIZE, (4, self.window))
+            self._control(SET_PEER_BANDWIDTH, (4, self.window), (1, 2))   # 2: dynamic
+            self._control(SET_CHUNK_SIZE, (4, self.out_chunk_size))
             self._command("_result", tid,
                           {"fmsVer": "FMS/3,0,1,123", "capabilities": 31.0},
                           {"level": "status", "code": "NetConnection.Connect.Success",
