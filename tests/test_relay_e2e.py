@@ -379,3 +379,43 @@ def test_http_flv_refuses_what_it_does_not_serve() -> None:
         b"HTTP/1.1 404 Not Found", b"HTTP/1.1 405 Method Not Allowed",
         b"HTTP/1.1 400 Bad Request", b"HTTP/1.1 431 Request Header Fields Too Large"]
     assert server.dropped == {"malformed": 1, "limit": 1}, server.dropped
+
+
+def test_players_waiting_for_unpublished_streams_are_capped() -> None:
+    """A waiting player is exempt from the timeouts, so waiting is capped: past
+    ``max_waiting`` a play of a stream nobody publishes is refused (HTTP-FLV: 503) and the
+    slots stay free for publishers; the cap is at most half of ``max_connections``."""
+    limits = Limits(max_connections=6, max_waiting=100, handshake_timeout=0.5,
+                    idle_timeout=0.5)
+    server = RtmpServer(live=False, json_out=True, out=io.StringIO(), http_port=0,
+                        limits=limits)
+    status: list[bytes] = []
+
+    def waiting() -> int:
+        return sum(1 for h in server.relays.values() for p in h.players if p.counts is None)
+
+    async def body(port: int) -> None:
+        http = server.extra_ports["http"]
+        squatters = []
+        for i in range(3):                       # the cap: min(100, 6 // 2) = 3
+            s = await trio.open_tcp_stream("127.0.0.1", http)
+            await s.send_all(b"GET /live/nobody%d.flv HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+            squatters.append(s)
+            await wait_for(lambda n=i + 1: waiting() == n)
+        await trio.sleep(1.0)                    # past both timeouts: still waiting
+        assert waiting() == 3 and server.open_connections == 3
+        s = await trio.open_tcp_stream("127.0.0.1", http)
+        await s.send_all(b"GET /live/nobody.flv HTTP/1.1\r\nHost: a\r\n\r\n")
+        data = b""
+        while chunk := await s.receive_some(1 << 16):
+            data += chunk
+        status.append(data.split(b"\r\n", 1)[0])
+        await s.aclose()
+        assert waiting() == 3
+        for s in squatters:
+            await s.aclose()
+
+    run_server(server, body)
+    assert status == [b"HTTP/1.1 503 Service Unavailable"]
+    assert server.dropped.get("limit") == 1, server.dropped
+    assert any("--max-waiting 3" in e for e in server.errors), server.errors

@@ -110,6 +110,14 @@ class Limits:
     item_allowance: int = 4096
     #: chunks or OBUs parsed before the connection's task lets the others run
     pause_every: int = 64
+    #: RTMP and HTTP-FLV players waiting for a stream not yet published, at most (and at
+    #: most half of ``max_connections``): a waiting player is exempt from the timeouts,
+    #: so without a cap players of a name nobody publishes could fill every slot
+    max_waiting: int = 500
+    #: RTMP: seconds a player has to close after the end of its stream is sent
+    play_linger: float = 5.0
+    #: HTTP-FLV: the largest request head (request line and headers)
+    max_http_head: int = 8 << 10
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -650,12 +650,32 @@ class RtmpServer(IngestServer):
 
     def _join(self, conn: Connection, peer: _Peer, session: rtmp.ServerSession,
               nursery: trio.Nursery, key: str) -> tuple[Relay, Player]:
+        self._check_waiting(key)
         player = Player(self.limits.player_budget, copies=not conn.zero_copy_send,
                         nowait=conn.send_nowait)
         player.offer(control_packet(session.data_to_send()))   # the play replies, first
         hub = self._attach(peer, player, key)
         nursery.start_soon(self._play, conn, peer, session, player, nursery.cancel_scope)
         return hub, player
+
+    def _check_waiting(self, key: str) -> None:
+        """A play of a stream not published waits for it (exempt from the timeouts), so
+        waiting players are capped: players of names nobody publishes must not take
+        every connection slot from publishers.
+
+        Raises:
+            LimitError: ``--max-waiting`` players (at most half of ``--max-connections``)
+                already wait.
+        """
+        hub = self.relays.get(key)
+        if hub is not None and hub.counts is not None:
+            return                          # published: the player starts at once
+        lim = self.limits
+        cap = min(lim.max_waiting, max(1, lim.max_connections // 2))
+        waiting = sum(1 for h in self.relays.values() for p in h.players if p.counts is None)
+        if waiting >= cap:
+            raise LimitError(f"{waiting} players already wait for streams not published"
+                             f" (--max-waiting {cap}, at most half of --max-connections)")
 
     def _attach(self, peer: _Peer, player: Player, key: str) -> Relay:
         hub = self.relays.get(key)
@@ -680,17 +700,18 @@ class RtmpServer(IngestServer):
             scope.cancel()
             return
         # the player reads the end and closes; if it does not, stop waiting soon
-        await trio.sleep(_LINGER)
+        await trio.sleep(self.limits.play_linger)
         scope.cancel()
 
     async def _http_play(self, conn: Connection, peer: _Peer) -> None:
         """HTTP-FLV: ``GET /app/name.flv`` -> 200 and an endless FLV body from the relay
         (``Connection: close``: the body ends when the stream does)."""
         try:
-            head = await conn.reader.read_until(b"\r\n\r\n", _MAX_HTTP_HEAD)
+            head = await conn.reader.read_until(b"\r\n\r\n", self.limits.max_http_head)
         except MalformedError as e:     # no end of the head within the limit
             await conn.send(_http_error(431, "Request Header Fields Too Large"))
-            raise LimitError(f"HTTP request head over {_MAX_HTTP_HEAD} bytes: {e}") from None
+            raise LimitError(f"HTTP request head over {self.limits.max_http_head} bytes"
+                             f" (--max-http-head): {e}") from None
         line = head.to_bytes().split(b"\r\n", 1)[0].decode("latin-1")
         parts = line.split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -703,11 +724,17 @@ class RtmpServer(IngestServer):
             await conn.send(_http_error(*status))
             log.info("%s %s: %s %s: %d", self.name, peer.address, method, target[:80], status[0])
             return
+        key = _stream_key(app, name[:-4])
+        try:
+            self._check_waiting(key)
+        except LimitError:
+            await conn.send(_http_error(503, "Service Unavailable"))
+            raise
         await conn.send(_FLV_RESPONSE)
         player = Player(self.limits.player_budget, copies=not conn.zero_copy_send,
                         flv=self._flv_writer)
         player.offer(control_packet([_FLV_HEADER]))
-        hub = self._attach(peer, player, _stream_key(app, name[:-4]))
+        hub = self._attach(peer, player, key)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._drain_request, conn, nursery.cancel_scope)
@@ -750,8 +777,6 @@ class RtmpServer(IngestServer):
 _SET_DATA_FRAME = b"\x02\x00\x0d@setDataFrame"   # AMF0 string "@setDataFrame" (16 bytes)
 _CONFIG_ORDER = (rtmp.DATA_AMF0, rtmp.VIDEO, rtmp.AUDIO)  # metadata, then sequence headers
 _PLAY_CSID = {rtmp.AUDIO: 4, rtmp.VIDEO: 6, rtmp.DATA_AMF0: 5}
-_LINGER = 5.0      # seconds a player has to close after the end of its stream
-_MAX_HTTP_HEAD = 8 << 10
 # chunked: a live body has no length, and the terminating chunk tells a clean end
 _FLV_RESPONSE = (b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nCache-Control: no-cache\r\n"
                  b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
@@ -987,6 +1012,8 @@ _COMMON_FLAGS = [
      " (default {d})"),
     ("--flood-allowance", "item_allowance", _positive, "N",
      "chunks or OBUs a connection may send before the average-size rule applies (default {d})"),
+    ("--pause-every", "pause_every", _positive, "N",
+     "chunks or OBUs parsed before a connection lets the others run (default {d})"),
 ]
 _RTMP_FLAGS: list[tuple[str, str, Any, str, str]] = [
     ("--player-budget", "player_budget", _size, "SIZE",
@@ -997,6 +1024,13 @@ _RTMP_FLAGS: list[tuple[str, str, Any, str, str]] = [
      "bytes one connection may hold in messages received in part (default {d})"),
     ("--min-chunk-bytes", "min_chunk_bytes", _positive, "N",
      "chunks must average at least N bytes, headers included (default {d})"),
+    ("--max-waiting", "max_waiting", _positive, "N",
+     "players waiting for a stream not yet published, at most (and at most half of"
+     " --max-connections); more are refused (default {d})"),
+    ("--play-linger", "play_linger", _seconds, "SECONDS",
+     "seconds a player has to close after its stream ended (default {d})"),
+    ("--max-http-head", "max_http_head", _size, "SIZE",
+     "largest HTTP-FLV request head (default {d})"),
 ]
 _AV1_FLAGS = [
     ("--max-obu", "max_obu", _size, "SIZE", "largest OBU (default {d})"),
