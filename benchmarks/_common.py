@@ -64,6 +64,8 @@ def checks_made() -> int:
 
 
 def uleb(n: int) -> bytes:
+    """Unsigned LEB128, by hand on purpose: the expected data must not come from the code
+    under test (membuf's Writer), so the generator keeps its own encoder."""
     out = bytearray()
     while True:
         b, n = n & 0x7F, n >> 7

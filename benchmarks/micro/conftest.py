@@ -39,8 +39,10 @@ from pytest_benchmark import plugin as _pb_plugin
 
 from membuf import Memory
 
-# the suite's baselines (benchmarks/contenders.py) are defined once and shared with this layer
+# the suite's baselines (benchmarks/contenders.py) and its data generator's encoder are
+# defined once and shared with this layer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import uleb as _uleb  # noqa: E402
 
 MAX_ROUNDS = 10_000
 WARMUP_ROUNDS = 2
@@ -172,18 +174,9 @@ def check() -> Callable[[Iterable[Any]], tuple[int, int, int]]:
     return digest
 
 
-def _uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n & 0x7F, n >> 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 @pytest.fixture(scope="session")
 def uleb() -> Callable[[int], bytes]:
-    """The unsigned LEB128 encoding of an int (plain Python)."""
+    """The unsigned LEB128 encoding of an int (the suite's generator's, plain Python)."""
     return _uleb
 
 

@@ -1,4 +1,5 @@
-"""Memory.push and Memory(view) against plain lists, and the floor: one memoryview made in C.
+"""Memory.push and Memory(view) against plain lists, the floor (one memoryview made in C),
+and the cost of the chunk exporters per receive and per chunk.
 
 Per round: 1000 segments, objects or views; the table shows one.
 
@@ -138,3 +139,66 @@ def test_floor_python_comprehension_slices(micro, floor_input, views, check):
     out = micro(python_comprehension_slices, lambda: (whole, offsets), group=FLOOR, n=N,
                 unit="view")
     assert check(out) == check(views)
+
+
+# -- the exporter objects: per receive and per receive chunk ---------------------------------
+#
+# A stream receive takes a view of its chunk's free tail: ``memoryview(chunk)[off:off+n]``
+# on the chunk exporter (``_core.Chunk``, which counts its exports so the bytes stay
+# mapped while viewed), against the same view of a bytearray a hand-written receive loop
+# makes. A new chunk (one native malloc, one exporter, its free when the last view goes)
+# is made once per several receives; its row is per chunk. Frames are views of the
+# receive's bytes made in C (the floor group above; ``split_views`` per frame in
+# test_micro_codecs.py).
+
+EXPORT = "memory: the view a receive takes of its buffer"
+CHUNK = "memory: a receive chunk (exporter + native malloc + free), per chunk"
+RECV = 16 << 10                 # one receive's bytes
+OFFSETS = [(i * RECV) % (256 << 10) for i in R]
+
+
+def views_of(buf: object) -> int:
+    """N receive-sized views of ``buf`` at moving offsets, each released at once."""
+    total = 0
+    for off in OFFSETS:
+        v = memoryview(buf)[off : off + RECV]
+        total += len(v)
+    return total
+
+
+@pytest.fixture(scope="module")
+def allocator():
+    from membuf import Allocator
+
+    a = Allocator()
+    yield a
+    a.reset()
+
+
+def test_receive_view_of_chunk_membuf(micro, allocator):
+    chunk = allocator._auto_chunk(256 << 10)
+    assert micro(views_of, lambda: (chunk,), group=EXPORT, n=N, unit="receive") == N * RECV
+
+
+def test_receive_view_of_bytearray(micro):
+    buf = bytearray(256 << 10)
+    assert micro(views_of, lambda: (buf,), group=EXPORT, n=N, unit="receive") == N * RECV
+
+
+def new_chunks(make: object, size: int) -> int:
+    """N receive chunks made and dropped (the drop frees an auto chunk's bytes)."""
+    total = 0
+    for _ in R:
+        total += len(memoryview(make(size)))        # type: ignore[operator]
+    return total
+
+
+def test_receive_chunk_membuf(micro, allocator):
+    got = micro(new_chunks, lambda: (allocator._auto_chunk, 64 << 10), group=CHUNK, n=N,
+                unit="chunk")
+    assert got == N * (64 << 10) and allocator.stats().in_use == 0
+
+
+def test_receive_chunk_bytearray(micro):
+    got = micro(new_chunks, lambda: (bytearray, 64 << 10), group=CHUNK, n=N, unit="chunk")
+    assert got == N * (64 << 10)
