@@ -42,8 +42,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _common import HERE, CheckError, Checksum
-from sender import accept_sender, block_for, raise_fd_limit
+from _common import CheckError, Checksum
+from sender import accept_sender
 
 from membuf import IncompleteReadError, Memory, Reader, StreamReader
 from membuf.codecs import Delimited, LengthPrefixed
@@ -520,8 +520,12 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.t0, time.thread_time() - self.c0
 
 
-def _accepted(run: Callable[..., Any], conns: int, sizes: str, per_conn: int, seed: int) -> Run:
-    socks, proc = accept_sender(conns, sizes, per_conn, seed)
+def _accepted(run: Callable[..., Any], conns: int, sizes: str, per_conn: int, seed: int,
+              tls: bool = False) -> Run:
+    """``run(socks, tallies, clock)`` on the connections of one sender process (``tls``:
+    the sender speaks TLS and the receivers are its servers, :func:`server_context`)."""
+    socks, proc = accept_sender(conns, sizes, per_conn, seed,
+                                tls_ca=tls_files()[0] if tls else None)
     tallies, clock = [Tally() for _ in socks], Clock()
     try:
         run(socks, tallies, clock)
@@ -532,7 +536,8 @@ def _accepted(run: Callable[..., Any], conns: int, sizes: str, per_conn: int, se
     return clock.wall, clock.cpu, tallies
 
 
-def run_trio(receiver: Any, conns: int, sizes: str, per_conn: int, seed: int) -> Run:
+def run_trio(receiver: Any, conns: int, sizes: str, per_conn: int, seed: int,
+             tls: bool = False) -> Run:
     import trio
 
     async def main(socks: list[Any], tallies: list[Tally], clock: Clock) -> None:
@@ -542,7 +547,7 @@ def run_trio(receiver: Any, conns: int, sizes: str, per_conn: int, seed: int) ->
                 for s, t in zip(streams, tallies, strict=True):
                     nursery.start_soon(receiver, s, t)
 
-    return _accepted(partial(trio.run, main), conns, sizes, per_conn, seed)
+    return _accepted(partial(trio.run, main), conns, sizes, per_conn, seed, tls)
 
 
 def run_asyncio(receiver: Any, conns: int, sizes: str, per_conn: int, seed: int) -> Run:
@@ -670,28 +675,19 @@ def _arun(main: Any, uv: bool) -> Any:
 def run_asyncio_on(receiver: Any, conns: int, sizes: str, per_conn: int, seed: int,
                    uv: bool = False, tls: bool = False) -> Run:
     """``receiver(sock, tally, ssl_context)`` per accepted socket, under asyncio or uvloop;
-    ``tls``: the sender speaks TLS (:func:`accept_tls_sender`), the receiver is its server."""
+    ``tls``: the sender speaks TLS (``sender.py --tls-ca``), the receiver is its server."""
     async def main(socks: list[Any], tallies: list[Tally], clock: Clock,
                    ctx: ssl.SSLContext | None) -> None:
         with clock:
             await asyncio.gather(*(receiver(s, t, ctx) for s, t in zip(socks, tallies,
                                                                         strict=True)))
 
-    if tls:
-        socks, proc, ctx = accept_tls_sender(conns, sizes, per_conn, seed)
-    else:
-        socks, proc = accept_sender(conns, sizes, per_conn, seed)
-        ctx = None
-    for s in socks:
-        s.setblocking(False)
-    tallies, clock = [Tally() for _ in socks], Clock()
-    try:
-        _arun(main(socks, tallies, clock, ctx), uv)
-    finally:
+    def run(socks: list[Any], tallies: list[Tally], clock: Clock) -> None:
         for s in socks:
-            s.close()
-        proc.wait(60)
-    return clock.wall, clock.cpu, tallies
+            s.setblocking(False)
+        _arun(main(socks, tallies, clock, server_context() if tls else None), uv)
+
+    return _accepted(run, conns, sizes, per_conn, seed, tls)
 
 
 # -- anyio's own byte streams --------------------------------------------------------------------
@@ -747,50 +743,6 @@ def server_context() -> ssl.SSLContext:
     return ctx
 
 
-def accept_tls_sender(conns: int, sizes: str, per_conn: int,
-                      seed: int) -> tuple[list[socket.socket], subprocess.Popen[bytes],
-                                          ssl.SSLContext]:
-    """As ``sender.accept_sender``, but the sender process wraps each connection in TLS."""
-    raise_fd_limit(2 * conns + 64)
-    ca, _ = tls_files()
-    with socket.create_server(("127.0.0.1", 0), backlog=conns + 16) as listener:
-        listener.settimeout(120)
-        code = (f"import sys; sys.path.insert(0, {str(HERE)!r}); import contenders; "
-                "contenders.tls_send_main(sys.argv[1:])")
-        proc = subprocess.Popen([sys.executable, "-c", code, str(listener.getsockname()[1]),
-                                 str(conns), sizes, str(per_conn), str(seed), ca])
-        try:
-            return [listener.accept()[0] for _ in range(conns)], proc, server_context()
-        except BaseException:
-            proc.kill()
-            raise
-
-
-def tls_send_main(argv: list[str]) -> None:
-    """The TLS sender: ``port conns sizes bytes seed cafile``; the same seeded block as
-    sender.py, ``sendall`` on TLS sockets, then close_notify (``unwrap``) for the end."""
-    port, conns, sizes, per_conn, seed, ca = (int(argv[0]), int(argv[1]), argv[2],
-                                              int(argv[3]), int(argv[4]), argv[5])
-    raise_fd_limit(conns + 64)
-    block, _ = block_for(sizes, per_conn, seed)
-    ctx = ssl.create_default_context(cafile=ca)
-    socks = []
-    for _ in range(conns):
-        raw = socket.create_connection(("127.0.0.1", port))
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        raw.settimeout(120)
-        socks.append(ctx.wrap_socket(raw, server_hostname="localhost"))
-    view = memoryview(block)
-    for _ in range(max(1, -(-per_conn // len(block)))):
-        for s in socks:
-            s.sendall(view)
-    for s in socks:
-        try:
-            s.unwrap().close()           # close_notify: the end of the stream
-        except (OSError, ssl.SSLError):
-            s.close()
-
-
 async def membuf_trio_tls(stream: Any, t: Tally) -> None:
     """membuf's trio TLS (``ssl.SSLObject`` decrypting into the chunk), server side."""
     from membuf._stream._tls import TLSStream
@@ -801,28 +753,6 @@ async def membuf_trio_tls(stream: Any, t: Tally) -> None:
         await views_of(rx, t)
         if rx.stats().copied:
             raise CheckError(f"membuf trio TLS copied {rx.stats().copied} bytes")
-
-
-def run_trio_tls(receiver: Any, conns: int, sizes: str, per_conn: int, seed: int) -> Run:
-    import trio
-
-    socks, proc, _ = accept_tls_sender(conns, sizes, per_conn, seed)
-
-    async def main() -> None:
-        streams = [trio.SocketStream(trio.socket.from_stdlib_socket(s)) for s in socks]
-        with clock:
-            async with trio.open_nursery() as nursery:
-                for s, t in zip(streams, tallies, strict=True):
-                    nursery.start_soon(receiver, s, t)
-
-    tallies, clock = [Tally() for _ in socks], Clock()
-    try:
-        trio.run(main)
-    finally:
-        for s in socks:
-            s.close()
-        proc.wait(60)
-    return clock.wall, clock.cpu, tallies
 
 
 Runner = Callable[[Any, int, str, int, int], Run]
@@ -854,7 +784,7 @@ STREAM: dict[str, tuple[Runner, Any]] = {
     "membuf anyio views": (run_anyio, membuf_anyio),
     "membuf asyncio TLS views": (partial(run_asyncio_on, tls=True), membuf_asyncio_on),
     "membuf uvloop TLS views": (partial(run_asyncio_on, uv=True, tls=True), membuf_asyncio_on),
-    "membuf trio TLS views": (run_trio_tls, membuf_trio_tls),
+    "membuf trio TLS views": (partial(run_trio, tls=True), membuf_trio_tls),
     "asyncio readexactly TLS": (partial(run_asyncio_on, tls=True), readexactly_on),
     "asyncio BufferedProtocol TLS": (partial(run_asyncio_on, tls=True),
                                      partial(protocol_on, FrameProtocol)),

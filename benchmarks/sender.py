@@ -5,8 +5,10 @@ block of whole frames (``_common.frame_stream``), repeated up to ``--bytes`` per
 connection, round-robin, as fast as ``sendall`` goes (its time is spent in the
 kernel, not in Python). ``--hold`` keeps the connections open after the last
 byte (idle connections, for the memory part); it always lets the receiver close
-first, so no data is cut short by a reset. Receivers call :func:`accept_sender`
-and check against :func:`expected`, computed from the generator.
+first, so no data is cut short by a reset. ``--tls-ca`` wraps each connection in
+TLS (the receiver is the TLS server; the end is a close_notify). Receivers call
+:func:`accept_sender` and check against :func:`expected`, computed from the
+generator.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import resource
 import socket
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -43,16 +46,18 @@ def expected(sizes: str, per_conn: int, seed: int) -> tuple[int, Checksum]:
     return len(block) * r, (f * r, p * r, s * r)
 
 
-def accept_sender(conns: int, sizes: str, per_conn: int, seed: int,
-                  hold: bool = False) -> tuple[list[socket.socket], subprocess.Popen[bytes]]:
-    """Start a sender process and accept its ``conns`` connections (blocking sockets)."""
+def accept_sender(conns: int, sizes: str, per_conn: int, seed: int, hold: bool = False,
+                  tls_ca: str | None = None) -> tuple[list[socket.socket], subprocess.Popen[bytes]]:
+    """Start a sender process and accept its ``conns`` connections (blocking sockets);
+    ``tls_ca``: the sender speaks TLS, trusting this CA file (the caller is the server)."""
     raise_fd_limit(2 * conns + 64)
     with socket.create_server(("127.0.0.1", 0), backlog=conns + 16) as listener:
         listener.settimeout(120)
         proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--port",
              str(listener.getsockname()[1]), "--conns", str(conns), "--sizes", sizes, "--bytes",
-             str(per_conn), "--seed", str(seed)] + (["--hold"] if hold else []))
+             str(per_conn), "--seed", str(seed)] + (["--hold"] if hold else [])
+            + (["--tls-ca", tls_ca] if tls_ca else []))
         try:
             return [listener.accept()[0] for _ in range(conns)], proc
         except BaseException:
@@ -68,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bytes", type=int, default=1 << 20, help="per connection")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--hold", action="store_true", help="no EOF: wait for the receiver to close")
+    ap.add_argument("--tls-ca", help="speak TLS to the receiver, trusting this CA file")
     args = ap.parse_args(argv)
     raise_fd_limit(args.conns + 64)
     block, _ = block_for(args.sizes, args.bytes, args.seed)        # before connecting: not timed
@@ -75,9 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     socks = [socket.create_connection(("127.0.0.1", args.port)) for _ in range(args.conns)]
     for s in socks:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if args.tls_ca:
+        ctx = ssl.create_default_context(cafile=args.tls_ca)
+        for s in socks:
+            s.settimeout(120)
+        socks = [ctx.wrap_socket(s, server_hostname="localhost") for s in socks]
     for _ in range(max(1, -(-args.bytes // len(block)))):
         for s in socks:
             s.sendall(view)
+    if args.tls_ca:
+        for s in socks:
+            try:
+                s.unwrap().close()            # close_notify: the end of the stream
+            except (OSError, ssl.SSLError):
+                s.close()
+        return 0
     for s in socks:
         if not args.hold:
             s.shutdown(socket.SHUT_WR)
