@@ -260,8 +260,13 @@ static int two_args(const char *fname, const char *n1, const char *n2, PyObject 
     }
     if (!*a2)
         *a2 = dflt;
-    if (!*a1 || !*a2) {
-        PyErr_Format(PyExc_TypeError, "%s needs its arguments %s and %s", fname, n1, n2);
+    if (!*a1 || !*a2) {             /* worded as CPython words a missing argument */
+        if (!*a1 && !*a2)
+            PyErr_Format(PyExc_TypeError, "%s() missing 2 required arguments: '%s' and '%s'",
+                         fname, n1, n2);
+        else
+            PyErr_Format(PyExc_TypeError, "%s() missing 1 required argument: '%s'", fname,
+                         *a1 ? n2 : n1);
         return -1;
     }
     return 0;
