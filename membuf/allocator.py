@@ -5,10 +5,11 @@ Strategy. The native allocator (``native/alloc.c``) lives inside a
 method itself (no Python frame): one call carves the bytes and wraps them in a
 *chunk*, a buffer exporter that holds a reference to its arena's mapping, and
 returns a memoryview of it. So a view keeps its memory mapped, whatever
-happens to the allocator (trim, reset, being dropped). ``free`` hands the
-view's bytes back in one C call: the free-range index decides whether the
-range may be freed (double, overlapping and foreign frees are refused there,
-state unchanged). The rarer calls (stats detail, trim, reset, batch free) go
+happens to the allocator (trim, reset, being dropped). ``free`` is the Heap's
+C method too: it hands the view's bytes back in one call, the free-range index
+deciding whether the range may be freed (double, overlapping and foreign frees
+are refused there, state unchanged); only a refusal comes back to Python, to
+word its ``FreeError`` from the allocator's report. The rarer calls (stats detail, trim, reset, batch free) go
 through cffi on the Heap's handle.
 
 >>> with Allocator() as a:
@@ -154,6 +155,7 @@ class Allocator:
         self.malloc = self._heap.malloc                 # type: ignore[method-assign]
         self._malloc_addr = self._heap.malloc_addr      # type: ignore[method-assign]
         self._free_code = self._heap.free
+        self.free = self._heap.free_checked  # type: ignore[method-assign,assignment]
         if self.debug:
             self._debug = DebugTracker()
             self._debug_lock = threading.RLock()
@@ -469,43 +471,57 @@ class Allocator:
 
     def _after_free(self, r: int, mv: Any) -> None:
         """Raise the FreeError (or MemoryLimitError) for a refused free's result code."""
-        if r >= 0:
-            return
-        if r in (_ENOTBUFFER, _ENOTCONTIG):
-            raise FreeError(f"free needs a contiguous bytes-like view, got {_describe(mv)}")
-        if r == _ERELEASED:
-            raise FreeError("free of a released memoryview: it no longer says which bytes it covered")
-        if r == _EAUTO:
-            raise FreeError(
-                f"free of {len(mv)} bytes that a StreamReader owns (a frame or a read result): "
-                "they go back on their own when the last view of them is gone; just drop the view"
-            )
-        rep = ffi.new("mb_free_report *")
-        lib.mb_alloc_last_free_report(self._h, rep)
-        where = f"{rep.len} bytes at {rep.addr:#x}"
-        if rep.batch_index >= 0:
-            where = f"item {rep.batch_index} of a batch free ({where})"
-        if r == lib.MB_EFOREIGN:
-            raise FreeError(
-                f"free of {where}: not memory of this allocator"
-                + (f" (it runs past the end of arena {rep.arena_id})" if rep.arena_size else "")
-                + "; free views only to the allocator that made them"
-            )
-        if r == lib.MB_EDOUBLE and rep.dup_index >= 0:
-            raise FreeError(
-                f"free of {where}: it overlaps item {rep.dup_index} of the same batch "
-                "(the batch frees some bytes twice); nothing was freed"
-            )
-        if r == lib.MB_EDOUBLE:
-            off = rep.free_start - rep.arena_base
-            raise FreeError(
-                f"free of {where}: bytes {off}..{off + rep.free_len} of arena {rep.arena_id} "
-                "are already free (double or overlapping free); nothing was freed"
-            )
-        raise MemoryLimitError(f"free of {where} needed bookkeeping memory the OS refused")
+        _refuse_free(self._h, r, mv)
+
+
+def _refused(heap: Any, r: int, mv: Any) -> None:
+    """The refusal of ``Heap.free_checked`` (the C free behind ``Allocator.free``)."""
+    _refuse_free(ffi.cast("mb_alloc *", heap.handle), r, mv)
+
+
+def _refuse_free(h: Any, r: int, mv: Any) -> None:
+    """Raise the FreeError (or MemoryLimitError) for result code ``r`` of a free of ``mv``
+    on the native allocator ``h``, from its report of the refused free."""
+    if r >= 0:
+        return
+    if r in (_ENOTBUFFER, _ENOTCONTIG):
+        raise FreeError(f"free needs a contiguous bytes-like view, got {_describe(mv)}")
+    if r == _ERELEASED:
+        raise FreeError("free of a released memoryview: it no longer says which bytes it covered")
+    if r == _EAUTO:
+        raise FreeError(
+            f"free of {len(mv)} bytes that a StreamReader owns (a frame or a read result): "
+            "they go back on their own when the last view of them is gone; just drop the view"
+        )
+    rep = ffi.new("mb_free_report *")
+    lib.mb_alloc_last_free_report(h, rep)
+    where = f"{rep.len} bytes at {rep.addr:#x}"
+    if rep.batch_index >= 0:
+        where = f"item {rep.batch_index} of a batch free ({where})"
+    if r == lib.MB_EFOREIGN:
+        raise FreeError(
+            f"free of {where}: not memory of this allocator"
+            + (f" (it runs past the end of arena {rep.arena_id})" if rep.arena_size else "")
+            + "; free views only to the allocator that made them"
+        )
+    if r == lib.MB_EDOUBLE and rep.dup_index >= 0:
+        raise FreeError(
+            f"free of {where}: it overlaps item {rep.dup_index} of the same batch "
+            "(the batch frees some bytes twice); nothing was freed"
+        )
+    if r == lib.MB_EDOUBLE:
+        off = rep.free_start - rep.arena_base
+        raise FreeError(
+            f"free of {where}: bytes {off}..{off + rep.free_len} of arena {rep.arena_id} "
+            "are already free (double or overlapping free); nothing was freed"
+        )
+    raise MemoryLimitError(f"free of {where} needed bookkeeping memory the OS refused")
 
 
 def _describe(obj: Any) -> str:
     if isinstance(obj, memoryview):
         return f"a memoryview (contiguous={obj.contiguous}, strides={obj.strides})"
     return type(obj).__name__
+
+
+_core._bind_free_refusal(_refused)

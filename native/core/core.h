@@ -53,6 +53,7 @@ extern PyTypeObject Writer_Type;                /* writer.c */
 extern PyTypeObject RecyclableCore_Type;        /* bump.c: under membuf.RecyclableMemory */
 int bump_exec(PyObject *module);                /* bump.c: readies and adds RecyclableCore */
 extern PyMethodDef writer_module_methods[];     /* writer.c: _bind_writer */
+extern PyMethodDef heap_module_methods[];       /* heap.c: _bind_free_refusal */
 
 /* For the framers' encode (framer.c), on a compiled Writer (exact type): a length field
  * (width 0: LEB128; else width bytes, little or big endian), a payload view of n bytes

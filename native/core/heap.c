@@ -165,6 +165,48 @@ static PyObject *heap_free(HeapObject *h, PyObject *arg)
     return PyLong_FromLong(r);
 }
 
+/* membuf.allocator's refusal(heap, code, view), bound at import: it raises the FreeError
+ * (or MemoryLimitError) that explains a refused free, from the allocator's report. */
+static PyObject *free_refusal;
+
+static PyObject *bind_free_refusal(PyObject *self, PyObject *fn)
+{
+    (void)self;
+    Py_XSETREF(free_refusal, Py_NewRef(fn));
+    Py_RETURN_NONE;
+}
+
+PyMethodDef heap_module_methods[] = {
+    {"_bind_free_refusal", bind_free_refusal, METH_O,
+     "Bind the function that raises a refused free's error (membuf.allocator)."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* free_checked(view) -> None: as free, but a refusal raises (through free_refusal), so
+ * membuf.Allocator.free is this one C call, with no Python frame on the way. */
+static PyObject *heap_free_checked(HeapObject *h, PyObject *arg)
+{
+    Py_buffer b;
+    int r = core_free_buffer(arg, &b);
+    if (!r) {
+        if (b.len)
+            r = mb_api->free(h->a, b.buf, (size_t)b.len);
+        PyBuffer_Release(&b);
+    }
+    if (r >= 0)
+        Py_RETURN_NONE;
+    if (!free_refusal) {
+        PyErr_SetString(PyExc_RuntimeError, "membuf._core is not bound yet (import membuf)");
+        return NULL;
+    }
+    PyObject *code = PyLong_FromLong(r);
+    if (!code)
+        return NULL;
+    PyObject *out = PyObject_CallFunctionObjArgs(free_refusal, (PyObject *)h, code, arg, NULL);
+    Py_DECREF(code);
+    return out;
+}
+
 static PyObject *heap_stats(HeapObject *h, PyObject *unused)
 {
     (void)unused;
@@ -229,6 +271,8 @@ static PyMethodDef heap_methods[] = {
     {"auto_chunk", (PyCFunction)heap_auto_chunk, METH_O,
      "n fresh bytes as a Chunk that gives them back when it dies."},
     {"free", (PyCFunction)heap_free, METH_O, "Give back a view's bytes; returns a result code."},
+    {"free_checked", (PyCFunction)heap_free_checked, METH_O,
+     "Give back a view's bytes; a refusal raises its FreeError."},
     {"stats", (PyCFunction)heap_stats, METH_NOARGS, "The counters, in mb_stats order."},
     {"view_at", (PyCFunction)(void (*)(void))heap_view_at, METH_FASTCALL,
      "A region-holding view of [address, address+n), or None."},

@@ -94,7 +94,8 @@ static int core_exec(PyObject *m)
     if (PyType_Ready(&Heap_Type) < 0 || PyType_Ready(&Chunk_Type) < 0)
         return -1;
     if (PyModule_AddObjectRef(m, "Heap", (PyObject *)&Heap_Type) < 0 ||
-        PyModule_AddObjectRef(m, "Chunk", (PyObject *)&Chunk_Type) < 0)
+        PyModule_AddObjectRef(m, "Chunk", (PyObject *)&Chunk_Type) < 0 ||
+        PyModule_AddFunctions(m, heap_module_methods) < 0)
         return -1;
     /* writer.c */
     if (PyType_Ready(&Writer_Type) < 0 ||
