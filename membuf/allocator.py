@@ -9,8 +9,8 @@ happens to the allocator (trim, reset, being dropped). ``free`` is the Heap's
 C method too: it hands the view's bytes back in one call, the free-range index
 deciding whether the range may be freed (double, overlapping and foreign frees
 are refused there, state unchanged); only a refusal comes back to Python, to
-word its ``FreeError`` from the allocator's report. The rarer calls (stats detail, trim, reset, batch free) go
-through cffi on the Heap's handle.
+word its ``FreeError`` from the allocator's report. The rarer calls (stats
+detail, trim, reset, batch free) go through cffi on the Heap's handle.
 
 >>> with Allocator() as a:
 ...     mv = a.malloc(100)
@@ -154,7 +154,6 @@ class Allocator:
         # The hot calls are the Heap's C methods, bound on the instance: no Python frame.
         self.malloc = self._heap.malloc                 # type: ignore[method-assign]
         self._malloc_addr = self._heap.malloc_addr      # type: ignore[method-assign]
-        self._free_code = self._heap.free
         self.free = self._heap.free_checked  # type: ignore[method-assign,assignment]
         if self.debug:
             self._debug = DebugTracker()
@@ -188,9 +187,7 @@ class Allocator:
             FreeError: the bytes are not all allocated from this allocator (double,
                 overlapping or foreign free), or ``mv`` is not contiguous. Nothing changes.
         """
-        r = self._free_code(mv)
-        if r < 0:
-            self._after_free(r, mv)
+        self._heap.free_checked(mv)         # (an instance binds this C method directly)
 
     # -- the rest of the API --------------------------------------------------
 

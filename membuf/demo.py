@@ -32,6 +32,7 @@ from typing import Any, TextIO
 import trio
 
 from .allocator import STAT_FIELDS, Allocator, AllocatorStats
+from .codecs import LengthPrefixed
 from .errors import IncompleteReadError, NeedMore
 from .media import amf0, rtmp
 from .media.limits import Limits
@@ -94,8 +95,6 @@ def make_block(seed: int = 1, frames: int = 2000) -> tuple[Memory, int]:
     Mostly 16..300 byte messages with a 16 KiB one every 50; returns the Memory
     and the message count.
     """
-    from .codecs import LengthPrefixed
-
     rng = random.Random(seed)
     codec, w = LengthPrefixed("leb128", max_frame=1 << 20), Writer()
     for i in range(frames):
@@ -208,8 +207,6 @@ async def loopback_demo(
     Returns:
         (traffic, server allocator stats after close, client allocator stats after close)
     """
-    from .codecs import LengthPrefixed
-
     server_alloc = Allocator()      # shared by every server connection
     traffic = Traffic()
     served = trio.Event()

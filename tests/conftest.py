@@ -1,12 +1,14 @@
 """Test-suite set-up: make the helper modules next to the tests importable on purpose.
 
-Two plain modules in ``tests/`` serve the test modules:
+Plain modules in ``tests/`` serve the test modules:
 
 * ``splitting``: the every-split helper (``from splitting import SPLITS, ...``),
   imported by name wherever a test runs over every split of its input;
 * ``media_fixtures``: ffmpeg/ffprobe helpers (imported by name) and the
   session fixtures that make media files once (``media_dir``, ``flv_file``,
-  ``obu_file``, ``ivf_file``).
+  ``obu_file``, ``ivf_file``);
+* ``unraisable``: ``collected()``, what finalizers raised while a test dropped
+  its objects.
 
 ``tests/`` is not a package, so those imports need ``tests/`` on ``sys.path``.
 pytest's default import mode (``prepend``) happens to put it there while it

@@ -16,13 +16,12 @@ change the budget and the seeds.
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
-import warnings
 from typing import Any
 
 import pytest
+from unraisable import collected
 
 from membuf import Allocator, Memory, NeedMore, Reader, RecyclableMemory, UseAfterFreeError
 from membuf.reader import PyReader
@@ -80,13 +79,8 @@ def test_recycle_that_finds_a_use_after_free_forgets_its_ranges() -> None:
     assert len(rm) == 0 and rm.count == 0 and rm.owned_bytes == 0
     assert a.stats().in_use == 0
     rm.recycle()                       # nothing left to free: no FreeError (a double free)
-    seen: list[Any] = []
-    old, sys.unraisablehook = sys.unraisablehook, seen.append
-    try:
+    with collected() as seen:
         del rm
-        gc.collect()
-    finally:
-        sys.unraisablehook = old
     assert seen == []
     a.check()
     a.reset()
@@ -99,15 +93,8 @@ def test_a_use_after_free_the_finalizer_finds_is_reported_by_check() -> None:
     rm = RecyclableMemory(a)
     rm.next_n(16)
     _uaf_pending(a)
-    seen: list[Any] = []
-    old, sys.unraisablehook = sys.unraisablehook, seen.append
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            del rm
-            gc.collect()
-    finally:
-        sys.unraisablehook = old
+    with collected(quiet=True) as seen:
+        del rm
     assert seen == []
     assert a.stats().in_use == 0       # the finalizer's free happened
     with pytest.raises(UseAfterFreeError, match="written after they were freed"):
@@ -145,15 +132,8 @@ def test_clip_release_after_a_reset_owns_no_negative_range(debug: bool) -> None:
     r.clip_front(lambda v: None)
     rm.next_n(5)
     assert rm.owned_bytes == 5
-    seen: list[Any] = []
-    old, sys.unraisablehook = sys.unraisablehook, seen.append
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            del rm, r
-            gc.collect()
-    finally:
-        sys.unraisablehook = old
+    with collected(quiet=True) as seen:
+        del rm, r
     assert seen == [] and a.stats().in_use == 0
     a.check()
     a.reset()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gc
-import sys
-
 import pytest
+from unraisable import collected
 
 import membuf
 import membuf._core
@@ -185,14 +183,8 @@ def test_failed_recycle_does_not_raise_again_from_the_finalizer() -> None:
     a.free(v)                                   # freed behind the owner's back
     with pytest.raises(membuf.FreeError):
         rm.recycle()
-    seen = []
-    old = sys.unraisablehook
-    sys.unraisablehook = seen.append
-    try:
+    with collected() as seen:
         del rm
-        gc.collect()
-    finally:
-        sys.unraisablehook = old
     assert seen == []
     assert a.stats().in_use == 0
 

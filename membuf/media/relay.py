@@ -225,13 +225,8 @@ class Player:
             except Exception:      # the peer is gone: its own task finds out and leaves
                 sent = 0
                 self.nowait = None
-            if sent == packet._wire_size:
-                counts = self.counts          # _count of one packet, inline (per player)
-                if counts is not None and packet.body is not None:
-                    counts.messages += 1
-                    counts.bytes += packet.size
-                    if self.copies:
-                        counts.payload_copies += 1
+            if sent == packet.wire_size:
+                self._count((packet,))
                 self._progress()
                 return
             self._offset = sent

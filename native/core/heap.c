@@ -153,16 +153,21 @@ int core_free_buffer(PyObject *obj, Py_buffer *b)
 
 /* free(view) -> int: 0, how many arenas were released, or a negative code (alloc.h,
  * core.h's HEAP_E*) that membuf.allocator turns into a FreeError message. */
-static PyObject *heap_free(HeapObject *h, PyObject *arg)
+static int free_view(HeapObject *h, PyObject *arg)
 {
     Py_buffer b;
     int r = core_free_buffer(arg, &b);
     if (r)
-        return PyLong_FromLong(r);
+        return r;
     if (b.len)
         r = mb_api->free(h->a, b.buf, (size_t)b.len);
     PyBuffer_Release(&b);
-    return PyLong_FromLong(r);
+    return r;
+}
+
+static PyObject *heap_free(HeapObject *h, PyObject *arg)
+{
+    return PyLong_FromLong(free_view(h, arg));
 }
 
 /* membuf.allocator's refusal(heap, code, view), bound at import: it raises the FreeError
@@ -186,13 +191,7 @@ PyMethodDef heap_module_methods[] = {
  * membuf.Allocator.free is this one C call, with no Python frame on the way. */
 static PyObject *heap_free_checked(HeapObject *h, PyObject *arg)
 {
-    Py_buffer b;
-    int r = core_free_buffer(arg, &b);
-    if (!r) {
-        if (b.len)
-            r = mb_api->free(h->a, b.buf, (size_t)b.len);
-        PyBuffer_Release(&b);
-    }
+    int r = free_view(h, arg);
     if (r >= 0)
         Py_RETURN_NONE;
     if (!free_refusal) {

@@ -281,6 +281,17 @@ static PyObject *writer_write_byte(WriterObject *w, PyObject *v)
     Py_RETURN_NONE;
 }
 
+/* n bytes of x, big or little endian (1 <= n <= 8, x below 2**(8n)). */
+static int put_fixed(WriterObject *w, int n, int big, unsigned long long x)
+{
+    unsigned char *p = room(w, n);
+    if (!p)
+        return -1;
+    for (int i = 0; i < n; i++)
+        p[big ? n - 1 - i : i] = (unsigned char)(x >> (8 * i));
+    return 0;
+}
+
 static PyObject *write_fixed(WriterObject *w, PyObject *const *args, Py_ssize_t nargs, int big,
                              const char *what)
 {
@@ -290,13 +301,9 @@ static PyObject *write_fixed(WriterObject *w, PyObject *const *args, Py_ssize_t 
         PyErr_Format(PyExc_TypeError, "%s(n, v) takes 2 arguments, got %zd", what, nargs);
         return NULL;
     }
-    if (width_arg(args[0], what, &n) < 0 || unsigned_arg(args[1], 8 * n, what, &x) < 0)
+    if (width_arg(args[0], what, &n) < 0 || unsigned_arg(args[1], 8 * n, what, &x) < 0 ||
+        put_fixed(w, n, big, x) < 0)
         return NULL;
-    unsigned char *p = room(w, n);
-    if (!p)
-        return NULL;
-    for (int i = 0; i < n; i++)
-        p[big ? n - 1 - i : i] = (unsigned char)(x >> (8 * i));
     Py_RETURN_NONE;
 }
 
@@ -310,7 +317,7 @@ static PyObject *writer_write_le(WriterObject *w, PyObject *const *args, Py_ssiz
     return write_fixed(w, args, nargs, 0, "write_le");
 }
 
-static PyObject *put_leb128(WriterObject *w, unsigned long long x)
+static int put_leb128(WriterObject *w, unsigned long long x)
 {
     unsigned char tmp[10];
     Py_ssize_t n = 0;
@@ -321,17 +328,17 @@ static PyObject *put_leb128(WriterObject *w, unsigned long long x)
     } while (x);
     unsigned char *p = room(w, n);
     if (!p)
-        return NULL;
+        return -1;
     memcpy(p, tmp, (size_t)n);
-    Py_RETURN_NONE;
+    return 0;
 }
 
 static PyObject *writer_write_leb128(WriterObject *w, PyObject *v)
 {
     unsigned long long x;
-    if (unsigned_arg(v, 64, "write_leb128", &x) < 0)
+    if (unsigned_arg(v, 64, "write_leb128", &x) < 0 || put_leb128(w, x) < 0)
         return NULL;
-    return put_leb128(w, x);
+    Py_RETURN_NONE;
 }
 
 static PyObject *writer_write_sleb128(WriterObject *w, PyObject *v)
@@ -589,17 +596,7 @@ int mb_writer_put_field(PyObject *wo, int width, int little, unsigned long long 
 {
     WriterObject *w = (WriterObject *)wo;
     MB_ASSERT(Py_IS_TYPE(wo, &Writer_Type) && width >= 0 && width <= 8);
-    if (!width) {
-        PyObject *r = put_leb128(w, v);
-        Py_XDECREF(r);
-        return r ? 0 : -1;
-    }
-    unsigned char *p = room(w, width);
-    if (!p)
-        return -1;
-    for (int i = 0; i < width; i++)
-        p[little ? i : width - 1 - i] = (unsigned char)(v >> (8 * i));
-    return 0;
+    return width ? put_fixed(w, width, !little, v) : put_leb128(w, v);
 }
 
 int mb_writer_put_ref(PyObject *wo, PyObject *view, Py_ssize_t n)
